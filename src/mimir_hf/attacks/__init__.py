@@ -1,0 +1,16 @@
+"""L∞ attacks in pixel space, all built on one PGD core."""
+
+from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
+from .pgd import Objective, pgd, preserve_mode, project_linf
+
+__all__ = [
+    "LogitsFn",
+    "Objective",
+    "cross_entropy_objective",
+    "cw_margin_objective",
+    "kl_objective",
+    "margin",
+    "pgd",
+    "preserve_mode",
+    "project_linf",
+]

@@ -1,0 +1,161 @@
+"""The one L∞ projected-gradient-descent core that pretraining, finetuning and evaluation share.
+
+Every attack in MIMIR is "maximise some objective of the input inside the ε-ball, in pixel
+space": the MAE loss while pretraining, cross-entropy or TRADES' KL while finetuning, CE, the
+CW margin, CE + nHSIC or a feature distance while evaluating. Keeping one core means one
+place where the projection, the random start and the "input gradients only" contract are
+right, and a property test of that place covers every use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..validation import check_pixel_values
+
+__all__ = ["pgd", "project_linf", "preserve_mode"]
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+"""Maps an adversarial batch to the per-sample loss (shape `(batch,)`) that the attack maximises."""
+
+
+def project_linf(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Project onto {x' : ‖x' − x‖∞ ≤ ε} ∩ [0, 1]^d (the order matters: the box contains x, so clipping last stays inside the ball)."""
+    adversarial = torch.max(torch.min(adversarial, clean + epsilon), clean - epsilon)
+    return adversarial.clamp_(0.0, 1.0)
+
+
+@contextlib.contextmanager
+def preserve_mode(model: nn.Module | None, mode: Literal["eval", "train"] | None) -> Iterator[None]:
+    """Put `model` in `mode` for the duration and restore every submodule's own flag afterwards.
+
+    Restoring per submodule (not just `model.train(was_training)`) matters for models where a
+    user froze part of the network in eval mode (e.g. a frozen backbone with dropout).
+    """
+    if model is None or mode is None:
+        yield
+        return
+    flags = [(module, module.training) for module in model.modules()]
+    model.train(mode == "train")
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _check_budget(epsilon: float, step_size: float, steps: int, restarts: int) -> None:
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0 (an L∞ radius in [0, 1] pixel units), got {epsilon}.")
+    if epsilon > 1:
+        raise ValueError(
+            f"epsilon={epsilon} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
+            "(8/255 = 0.0314), not 0-255 grey levels."
+        )
+    if step_size < 0:
+        raise ValueError(f"step_size must be >= 0, got {step_size}.")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}.")
+
+
+def _input_gradient(objective: Objective, adversarial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed per-sample objective with respect to the input only.
+
+    `torch.autograd.grad` with `inputs=[x']` never writes a parameter's `.grad` and lets autograd
+    skip the weight-gradient kernels, so the attack costs one forward and one input-only backward.
+    """
+    adversarial = adversarial.detach().requires_grad_(True)
+    with torch.enable_grad():
+        losses = objective(adversarial)
+        if losses.ndim == 0:
+            losses = losses.reshape(1)
+        (gradient,) = torch.autograd.grad(losses.float().sum(), [adversarial], allow_unused=True)
+    if gradient is None:  # the objective does not depend on the input (e.g. a model that ignores it)
+        gradient = torch.zeros_like(adversarial)
+    return gradient, losses.detach()
+
+
+def pgd(
+    objective: Objective,
+    inputs: torch.Tensor,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    random_start: bool = True,
+    restarts: int = 1,
+    model: nn.Module | None = None,
+    model_mode: Literal["eval", "train"] | None = None,
+    is_successful: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """L∞ PGD in pixel space: x′ ← Π_{B∞(x, ε) ∩ [0,1]}(x′ + α · sign(∇ objective(x′))).
+
+    Args:
+        objective: maps a batch `x′` to per-sample losses `(batch,)` to maximise (a scalar is
+            accepted when `restarts == 1`). It must build its graph from `x′`; the core calls it
+            under `torch.enable_grad()`, so it works inside `torch.no_grad()` evaluation loops and
+            under autocast.
+        inputs: clean batch `(batch, channels, height, width)` in [0, 1].
+        epsilon: L∞ radius in [0, 1] units (8/255 for the usual CIFAR-10 budget).
+        step_size: α, the sign-step length.
+        steps: number of gradient steps T (0 gives the random start alone, or `inputs` without it).
+        random_start: start from x + U(−ε, ε) projected, as Madry et al. and MIMIR do.
+        restarts: independent random restarts; per sample the core keeps the first successful
+            one when `is_successful` is given, else the one with the largest final objective.
+        model: the module the objective runs, whose train/eval flags are restored afterwards.
+        model_mode: `"eval"` or `"train"` to set on `model` during the attack, `None` to leave it.
+        is_successful: per-sample boolean "already fooled" test used to choose among restarts.
+        generator: random source for the start, for reproducible attacks.
+
+    Returns:
+        The adversarial batch, detached, with the dtype and device of `inputs`.
+    """
+    _check_budget(epsilon, step_size, steps, restarts)
+    check_pixel_values(inputs, name="inputs")
+    clean = inputs.detach()
+
+    best: torch.Tensor | None = None
+    best_loss: torch.Tensor | None = None
+    best_success: torch.Tensor | None = None
+    with preserve_mode(model, model_mode):
+        for _ in range(restarts):
+            adversarial = clean.clone()
+            if random_start and epsilon > 0:
+                noise = torch.rand(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+                adversarial = project_linf(clean + (2 * noise - 1) * epsilon, clean, epsilon)
+            for _ in range(steps):
+                gradient, _ = _input_gradient(objective, adversarial)
+                adversarial = project_linf(adversarial + step_size * gradient.sign(), clean, epsilon)
+            if restarts == 1:
+                return adversarial.detach()
+
+            with torch.no_grad():
+                losses = objective(adversarial).detach().float().reshape(-1)
+            if losses.numel() != clean.shape[0]:
+                raise ValueError("With restarts > 1 the objective must return one loss per sample.")
+            success = (
+                is_successful(adversarial).reshape(-1).bool()
+                if is_successful is not None
+                else torch.zeros_like(losses, dtype=torch.bool)
+            )
+            if best is None:
+                best, best_loss, best_success = adversarial, losses, success
+                continue
+            assert best_loss is not None and best_success is not None
+            # A new restart wins a sample if it newly fools it, or if neither run fooled it
+            # (or both did not) and its loss is higher.
+            take = (success & ~best_success) | ((success == best_success) & ~best_success & (losses > best_loss))
+            view = (-1,) + (1,) * (clean.ndim - 1)
+            best = torch.where(take.view(view), adversarial, best)
+            best_loss = torch.where(take, losses, best_loss)
+            best_success = best_success | success
+    assert best is not None
+    return best.detach()

@@ -1,0 +1,84 @@
+"""Checks on what users hand us, so that a wrong input fails loudly instead of giving a number.
+
+Every attack budget in MIMIR is expressed in pixel space [0, 1] (ε = 8/255 means eight grey
+levels). A tensor of 0-255 values or a mean/std-normalised tensor would still "work" with every
+model here, but the budget would silently mean something else; that is why these checks exist.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["check_pixel_values", "check_image_size"]
+
+# bf16 rounds 1.0 + small noise; allow a hair of slack so that autocast outputs pass.
+_RANGE_TOLERANCE = 1e-4
+
+
+def check_pixel_values(
+    pixel_values: torch.Tensor,
+    num_channels: int | None = None,
+    name: str = "pixel_values",
+) -> None:
+    """Raise a `ValueError`/`TypeError` that says what to do if `pixel_values` is not a float image batch in [0, 1].
+
+    Args:
+        pixel_values: tensor expected to be `(batch, channels, height, width)` in [0, 1].
+        num_channels: the channel count the model was built for, if known.
+        name: the argument name to quote in the error.
+    """
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(pixel_values).__name__}.")
+    if not pixel_values.is_floating_point():
+        raise TypeError(
+            f"`{name}` has integer dtype {pixel_values.dtype}. MIMIR works in pixel space [0, 1]: convert "
+            "uint8 images with `images.float() / 255` (or use the image processor saved with the checkpoint, "
+            "which rescales by 1/255 and does not normalise)."
+        )
+    if pixel_values.ndim != 4:
+        raise ValueError(
+            f"`{name}` must have shape (batch, channels, height, width); got shape {tuple(pixel_values.shape)}."
+        )
+    if num_channels is not None and pixel_values.shape[1] != num_channels:
+        hint = (
+            " Grayscale images need converting to RGB (repeat the channel) and RGBA images need the alpha dropped."
+            if num_channels == 3
+            else ""
+        )
+        raise ValueError(
+            f"`{name}` has {pixel_values.shape[1]} channels but the model expects {num_channels} "
+            f"(shape (batch, channels, height, width) was {tuple(pixel_values.shape)}).{hint}"
+        )
+    if pixel_values.numel() == 0:
+        raise ValueError(f"`{name}` is empty (shape {tuple(pixel_values.shape)}).")
+    with torch.no_grad():
+        low = pixel_values.detach().amin().item()
+        high = pixel_values.detach().amax().item()
+    if low != low or high != high:  # NaN
+        raise ValueError(f"`{name}` contains NaN.")
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        if high > 1.5:
+            cause = "It looks like 0-255 images: divide by 255."
+        else:
+            cause = "It looks mean/std-normalised: undo the normalisation (MIMIR never normalises inputs)."
+        raise ValueError(
+            f"`{name}` must lie in [0, 1] (pixel space, where the attack budget ε is defined); "
+            f"got values in [{low:.4g}, {high:.4g}]. {cause}"
+        )
+
+
+def check_image_size(
+    height: int,
+    width: int,
+    image_size: int | tuple[int, int] | list[int],
+    interpolate_pos_encoding: bool | None,
+    name: str = "pixel_values",
+) -> None:
+    """Fail early, with a remedy, when an image does not match the resolution the model was built for."""
+    expected = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+    if not interpolate_pos_encoding and (height, width) != expected:
+        raise ValueError(
+            f"`{name}` is {height}x{width} but the model was built for {expected[0]}x{expected[1]}. Resize the "
+            "images (the data transforms in `mimir_hf.data` do this), or pass `interpolate_pos_encoding=True` "
+            "to interpolate the position embeddings."
+        )
