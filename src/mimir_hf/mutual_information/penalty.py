@@ -1,0 +1,152 @@
+"""The MI penalty as a training loop uses it: pick an estimator by name, never let it poison the loss.
+
+The reference implementation silently skipped the penalty whenever a matrix inverse failed
+or the value was not finite, so a run could train without its information bottleneck for
+any number of steps and nobody would know. Here a failed batch still yields a zero that is
+attached to the graph (so DistributedDataParallel sees every parameter take part and the
+step proceeds), but it is counted in `num_dropped`, flagged in the result, and logged.
+Bad arguments (one sample, mismatched batches) are not "failures" of the estimator: they
+raise, because they are a bug in the caller.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from .hsic import hsic_biased, hsic_normalized_cca
+from .renyi import renyi_mutual_information
+
+__all__ = ["ESTIMATORS", "Estimator", "MIPenaltyResult", "MutualInformationPenalty"]
+
+logger = logging.getLogger(__name__)
+
+Estimator = Callable[..., torch.Tensor]
+"""`(x, y, **hyperparameters) -> scalar`; receives whichever of `sigma`, `epsilon`, `alpha` it declares."""
+
+ESTIMATORS: dict[str, Estimator] = {
+    "hsic_cca": hsic_normalized_cca,
+    "hsic": hsic_biased,
+    "renyi": renyi_mutual_information,
+}
+"""Estimator name → function. Names are what configs and `MimirConfig` store; add to it to plug in another."""
+
+
+class MIPenaltyResult(NamedTuple):
+    """What one penalty evaluation gave; `dropped` tells the caller the value is a stand-in zero."""
+
+    value: torch.Tensor
+    dropped: bool
+
+
+class MutualInformationPenalty:
+    """Callable `(latent, inputs) -> MIPenaltyResult`: the estimator's value, or a graph-connected zero when it fails.
+
+    The caller multiplies `value` by its weight (λ = 1e-5 in MIMIR) and adds it to the loss.
+    `value` is always a finite float32 scalar on `latent`'s device, so it can be added to a
+    loss computed under autocast without upcasting it to float64.
+
+    Attributes:
+        estimator: the registry name in use.
+        num_calls: evaluations so far.
+        num_dropped: evaluations whose value had to be replaced by zero.
+    """
+
+    def __init__(
+        self,
+        estimator: str = "hsic_cca",
+        sigma: float = 5.0,
+        epsilon: float = 1e-5,
+        alpha: float = 1.01,
+    ) -> None:
+        if estimator not in ESTIMATORS:
+            raise ValueError(
+                f"Unknown mutual-information estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}."
+            )
+        self.estimator = estimator
+        self.sigma = sigma
+        self.epsilon = epsilon
+        self.alpha = alpha
+        self.num_calls = 0
+        self.num_dropped = 0
+        self._function = ESTIMATORS[estimator]
+        self._kwargs = self._hyperparameters_for(self._function)
+        self._validate_hyperparameters()
+
+    def _hyperparameters_for(self, function: Estimator) -> dict[str, float]:
+        """Pass each estimator only the hyperparameters it declares, so one config drives any of them."""
+        available = {"sigma": self.sigma, "epsilon": self.epsilon, "alpha": self.alpha}
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):  # builtins without a signature: give them everything
+            return available
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return available
+        return {name: value for name, value in available.items() if name in parameters}
+
+    def _validate_hyperparameters(self) -> None:
+        """Fail at construction, not at the first training step hours later."""
+        for name, value in self._kwargs.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if "sigma" in self._kwargs and self.sigma <= 0:
+            raise ValueError(f"`sigma` must be > 0, got {self.sigma!r}; MIMIR uses 5.0.")
+        if "epsilon" in self._kwargs and self.epsilon <= 0:
+            raise ValueError(
+                f"`epsilon` must be > 0, got {self.epsilon!r} (the centred kernel is singular without a ridge); "
+                "MIMIR uses 1e-5."
+            )
+        if "alpha" in self._kwargs and (self.alpha <= 0 or self.alpha == 1):
+            raise ValueError(f"`alpha` must be > 0 and != 1, got {self.alpha!r}; MIMIR uses 1.01.")
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())
+        return f"{type(self).__name__}(estimator={self.estimator!r}, {settings})"
+
+    def __call__(self, latent: torch.Tensor, inputs: torch.Tensor) -> MIPenaltyResult:
+        """Estimate I(latent; inputs) for one batch (first dimension = samples).
+
+        Raises the estimator's `ValueError`/`TypeError` for bad arguments; only numerical
+        failures (a singular solve, a non-convergent eigendecomposition, a non-finite value)
+        become a drop.
+        """
+        self.num_calls += 1
+        try:
+            value = self._function(latent, inputs, **self._kwargs)
+        except torch.linalg.LinAlgError as error:
+            return self._drop(latent, inputs, f"{type(error).__name__}: {error}")
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise TypeError(
+                f"Estimator {self.estimator!r} must return a scalar tensor, got "
+                f"{type(value).__name__}{'' if not isinstance(value, torch.Tensor) else tuple(value.shape)}."
+            )
+        value = value.reshape(()).to(device=latent.device, dtype=torch.float32)
+        if not bool(torch.isfinite(value.detach())):
+            return self._drop(latent, inputs, f"non-finite value {value.item()}")
+        return MIPenaltyResult(value, False)
+
+    def _drop(self, latent: torch.Tensor, inputs: torch.Tensor, reason: str) -> MIPenaltyResult:
+        """A zero that still reaches `latent` (and `inputs`) in the graph, even when they hold NaN.
+
+        `x.sum() * 0` would be NaN for a NaN `x`; the sum of an empty slice is exactly 0 yet is
+        still a node of the graph, so backward reaches every parameter with a zero gradient.
+        """
+        self.num_dropped += 1
+        zero = torch.zeros((), dtype=torch.float32, device=latent.device)
+        for tensor in (latent, inputs):
+            if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
+                zero = zero + tensor.reshape(-1)[:0].sum().to(device=latent.device, dtype=torch.float32)
+        logger.warning(
+            "Mutual-information penalty (%s) dropped for this batch and replaced by 0 (%s); "
+            "%d of %d batches dropped so far.",
+            self.estimator,
+            reason,
+            self.num_dropped,
+            self.num_calls,
+        )
+        return MIPenaltyResult(zero, True)
