@@ -1,0 +1,186 @@
+"""One entry point, `load_image_dataset`, for every place images come from.
+
+Whatever the source, the result has the same two columns — `image` (decoded as RGB PIL, so
+grayscale and RGBA inputs are converted instead of breaking a 3-channel model) and `label` (an
+int, with its `ClassLabel` feature kept so that class names reach the checkpoint's `id2label`) —
+so nothing downstream needs to know where the data came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from datasets import ClassLabel, Dataset, Features, Image, Value
+
+from .builtin import BUILTIN_DATASETS, load_builtin_dataset
+from .npz import is_npz_source, load_npz_dataset
+
+__all__ = ["load_image_dataset", "class_names", "detect_columns"]
+
+_IMAGE_NAMES = ("img", "image", "images", "pixel_values", "png", "jpg")
+_LABEL_NAMES = ("label", "labels", "fine_label", "class", "target", "cls")
+
+
+def _find_column(
+    features: Features, wanted: str | None, feature_type: type, names: tuple[str, ...], what: str
+) -> str | None:
+    columns = list(features)
+    if wanted is not None:
+        if wanted not in features:
+            raise ValueError(
+                f"The data set has no {what} column {wanted!r}; its columns are {columns}. "
+                f"Pass one of those as `{what}_column`."
+            )
+        return wanted
+    typed = [name for name, feature in features.items() if isinstance(feature, feature_type)]
+    if typed:
+        return typed[0]
+    return next((name for name in names if name in features), None)
+
+
+def detect_columns(
+    features: Features, image_column: str | None = None, label_column: str | None = None
+) -> tuple[str, str | None]:
+    """(image column, label column or None): named ones are checked, otherwise found by feature type then name."""
+    image = _find_column(features, image_column, Image, _IMAGE_NAMES, "image")
+    if image is None:
+        raise ValueError(
+            f"Could not find an image column among {list(features)}: none has the `Image` feature or a "
+            f"usual name ({', '.join(_IMAGE_NAMES)}). Pass `image_column=<name>` (`--image_column`)."
+        )
+    label = _find_column(features, label_column, ClassLabel, _LABEL_NAMES, "label")
+    if label == image:
+        label = None
+    return image, label
+
+
+def _normalise_columns(
+    dataset: Dataset, image_column: str | None, label_column: str | None, source: str
+) -> Dataset:
+    image, label = detect_columns(dataset.features, image_column, label_column)
+    image_feature = dataset.features[image]
+    if not isinstance(image_feature, Image):
+        raise ValueError(
+            f"Column {image!r} of {source!r} holds {image_feature}, not images. Pass the image column with "
+            f"`image_column`; the columns are {list(dataset.features)}."
+        )
+    keep = [image] + ([label] if label is not None else [])
+    dataset = dataset.select_columns(keep)
+    renames = {old: new for old, new in ((image, "image"), (label, "label")) if old is not None and old != new}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    # Decode-time conversion: RGBA/grayscale/palette images become RGB lazily, at no load-time cost.
+    if dataset.features["image"] != Image(mode="RGB"):
+        dataset = dataset.cast_column("image", Image(mode="RGB"))
+    if label is not None:
+        label_feature = dataset.features["label"]
+        if isinstance(label_feature, Value) and label_feature.dtype == "string":
+            dataset = dataset.class_encode_column("label")
+        elif not isinstance(label_feature, ClassLabel) and not (
+            isinstance(label_feature, Value) and label_feature.dtype.startswith(("int", "uint"))
+        ):
+            raise ValueError(
+                f"Label column {label!r} of {source!r} holds {label_feature}; expected integer class ids or a "
+                "ClassLabel. Pass the right column with `label_column`."
+            )
+    return dataset
+
+
+def _is_image_folder(source: str) -> bool:
+    return os.path.isdir(source) and not is_npz_source(source)
+
+
+@contextmanager
+def _clear_split_error(source: str, split: str) -> Iterator[None]:
+    try:
+        yield
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise ValueError(
+            f"{source!r} has no split {split!r} ({error}). Set `train_split`/`eval_split` to an existing split; "
+            "an image folder without train/test subfolders has only 'train'."
+        ) from error
+
+
+def _load_image_folder(source: str, split: str) -> Dataset:
+    from datasets import load_dataset
+
+    with _clear_split_error(source, split):
+        dataset = load_dataset("imagefolder", data_dir=source, split=split)
+    # The builder lists files class by class; shuffle once (fixed seed) so `max_samples` keeps every class.
+    return dataset.shuffle(seed=0)
+
+
+def _load_hub(source: str, split: str, config_name: str | None) -> Dataset:
+    from datasets import load_dataset
+
+    try:
+        with _clear_split_error(source, split):
+            dataset = load_dataset(source, config_name, split=split)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"Cannot load {source!r}: it is not a local path and not a data set on the Hugging Face Hub "
+            f"(or the Hub is unreachable / offline). Use a Hub name such as `uoft-cs/cifar10`, a folder of "
+            f"class subfolders, `.npz` files, or `builtin:digits`. ({error})"
+        ) from error
+    assert isinstance(dataset, Dataset)
+    return dataset
+
+
+def load_image_dataset(
+    source: str,
+    split: str,
+    *,
+    config_name: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    require_labels: bool = False,
+    max_samples: int | None = None,
+) -> Dataset:
+    """Load `split` of `source` as a Dataset with columns `image` (RGB PIL) and, when known, `label` (int).
+
+    `source` is `builtin:<name>`, a `.npz` file / glob / directory, a local image folder (one
+    subfolder per class), or a Hub data set name. `max_samples` keeps the first rows, so the same
+    subset is used every time (image folders are shuffled once with a fixed seed beforehand).
+    """
+    if source.startswith("builtin:"):
+        if source not in BUILTIN_DATASETS:
+            raise ValueError(f"Unknown built-in data set {source!r}; available: {list(BUILTIN_DATASETS)}.")
+        dataset = load_builtin_dataset(source, split)
+    elif is_npz_source(source):
+        dataset = load_npz_dataset(source, split, image_column=image_column, label_column=label_column)
+    elif _is_image_folder(source):
+        dataset = _normalise_columns(_load_image_folder(source, split), image_column, label_column, source)
+    elif os.path.exists(source) or source.startswith((".", "/", "~")) or source.endswith(".npz"):
+        raise FileNotFoundError(
+            f"Cannot read {source!r}: expected a folder of class subfolders with images, or `.npz` files "
+            "(a file, a glob such as `data/train_*.npz`, or a directory holding them)."
+        )
+    else:
+        dataset = _normalise_columns(_load_hub(source, split, config_name), image_column, label_column, source)
+
+    if require_labels and "label" not in dataset.column_names:
+        raise ValueError(
+            f"Split {split!r} of {source!r} has no labels, but this step needs them (classification "
+            "finetuning or evaluation). Name the label column with `label_column`, put the images in one "
+            "subfolder per class, or add a `labels` array to the `.npz` file."
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"Split {split!r} of {source!r} is empty: there are no images to train or evaluate on.")
+    if max_samples is not None:
+        if max_samples <= 0:
+            raise ValueError(f"`max_samples` must be positive; got {max_samples}.")
+        if max_samples < len(dataset):
+            dataset = dataset.select(range(max_samples))
+    return dataset
+
+
+def class_names(dataset: Dataset) -> list[str] | None:
+    """Label names for `id2label`, or None when the labels carry no names (plain integers or no labels)."""
+    feature = dataset.features.get("label")
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    return None
