@@ -57,10 +57,12 @@ def check_pixel_values(
     if low != low or high != high:  # NaN
         raise ValueError(f"`{name}` contains NaN.")
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        if high > 1.5:
+        if low < -_RANGE_TOLERANCE:
+            cause = "It looks mean/std-normalised: undo the normalisation (MIMIR never normalises inputs)."
+        elif high > 2:
             cause = "It looks like 0-255 images: divide by 255."
         else:
-            cause = "It looks mean/std-normalised: undo the normalisation (MIMIR never normalises inputs)."
+            cause = "Clip or rescale the images into [0, 1]."
         raise ValueError(
             f"`{name}` must lie in [0, 1] (pixel space, where the attack budget ε is defined); "
             f"got values in [{low:.4g}, {high:.4g}]. {cause}"

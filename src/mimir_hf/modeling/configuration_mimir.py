@@ -1,0 +1,86 @@
+"""`MimirConfig`: a `ViTMAEConfig` that also records the MIMIR settings a checkpoint was trained with.
+
+It deliberately keeps `model_type = "vit_mae"`: a MIMIR checkpoint *is* a ViT-MAE checkpoint,
+so stock transformers (`AutoModel`, `AutoModelForPreTraining`) loads it with no custom code, and
+the extra keys simply travel along in `config.json` for whoever wants to know how it was trained.
+"""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import ViTMAEConfig
+
+__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_ESTIMATORS"]
+
+ATTACK_TARGETS = ("adversarial", "clean")
+MI_ESTIMATORS = ("hsic_cca", "hsic", "renyi")
+
+
+@strict
+class MimirConfig(ViTMAEConfig):
+    r"""
+    Configuration of a MIMIR pretraining model: a ViT-MAE (every `ViTMAEConfig` argument applies)
+    plus the mutual-information penalty and the pretraining attack. Defaults are the paper's
+    (see `shared/MIMIR.md`): λ = 1e-5 nHSIC with σ = 5, a 1-step PGD with ε = 8/255, α = 10/255,
+    normalised-pixel targets, LayerNorm eps 1e-6.
+
+    mi_weight (`float`, defaults to 1e-5):
+        λ, the weight of the MI penalty added to the reconstruction loss. 0 turns MIMIR into an
+        adversarial MAE without the information bottleneck.
+    mi_estimator (`str`, defaults to `"hsic_cca"`):
+        `"hsic_cca"` (normalised HSIC, the paper's), `"hsic"` (plain biased HSIC) or `"renyi"`
+        (matrix-based Rényi α-entropy mutual information).
+    mi_sigma (`float`, defaults to 5.0):
+        Gaussian kernel width σ; distances are divided by 2σ²d so it is dimension-free.
+    mi_epsilon (`float`, defaults to 1e-5):
+        ε_r, the ridge of the normalised HSIC's regularised inverses.
+    mi_alpha (`float`, defaults to 1.01):
+        α of the Rényi entropy estimator.
+    attack_epsilon (`float`, defaults to 8/255):
+        L∞ radius of the pretraining attack, in [0, 1] pixel units.
+    attack_step_size (`float`, defaults to 10/255):
+        α of the pretraining attack.
+    attack_steps (`int`, defaults to 1):
+        PGD steps of the pretraining attack (0 disables the attack: plain MAE pretraining).
+    attack_target (`str`, defaults to `"adversarial"`):
+        What the attack's MAE loss reconstructs: `"adversarial"` (x′ against itself, as the
+        reference code does and the published numbers used) or `"clean"` (x′ against x, the
+        paper's framing).
+    attack_shares_mask (`bool`, defaults to `False`):
+        Whether the attack uses the training forward's random mask (`True`) or draws its own,
+        as the reference code does.
+    """
+
+    model_type = "vit_mae"
+
+    layer_norm_eps: float = 1e-6
+    norm_pix_loss: bool = True
+    mi_weight: float = 1e-5
+    mi_estimator: str = "hsic_cca"
+    mi_sigma: float = 5.0
+    mi_epsilon: float = 1e-5
+    mi_alpha: float = 1.01
+    attack_epsilon: float = 8 / 255
+    attack_step_size: float = 10 / 255
+    attack_steps: int = 1
+    attack_target: str = "adversarial"
+    attack_shares_mask: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.attack_target not in ATTACK_TARGETS:
+            raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
+        if self.mi_estimator not in MI_ESTIMATORS:
+            raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
+        if self.mi_weight < 0:
+            raise ValueError(f"mi_weight must be >= 0, got {self.mi_weight}.")
+        if not 0 <= self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
+        for name in ("image_size", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and len(set(value)) != 1:
+                raise ValueError(f"{name} must be square for ViT-MAE, got {value}.")
+        image_size = self.image_size[0] if isinstance(self.image_size, (list, tuple)) else self.image_size
+        patch_size = self.patch_size[0] if isinstance(self.patch_size, (list, tuple)) else self.patch_size
+        if image_size % patch_size:
+            raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}.")

@@ -1,0 +1,128 @@
+"""`MimirTrainingArguments`: the MIMIR method's hyper-parameters next to the stock training ones.
+
+Defaults are the paper's pretraining recipe (see `shared/MIMIR.md`), so a config only has to
+state what differs. The method fields are copied into the model's `MimirConfig` when training
+starts, which is how they travel inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_ESTIMATORS
+
+__all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
+
+# Fields shared with `MimirConfig`: the trainer writes them into the model config.
+METHOD_FIELDS = (
+    "attack_epsilon",
+    "attack_step_size",
+    "attack_steps",
+    "attack_target",
+    "attack_shares_mask",
+    "mi_weight",
+    "mi_estimator",
+    "mi_sigma",
+    "mi_epsilon",
+    "mi_alpha",
+    "mask_ratio",
+)
+
+
+@dataclass
+class MimirTrainingArguments(TrainingArguments):
+    r"""
+    Configuration for [`MimirTrainer`]: every `TrainingArguments` option plus MIMIR's.
+
+    Parameters:
+        attack_epsilon (`float`, defaults to 8/255):
+            L∞ radius ε of the pretraining attack, in [0, 1] pixel units.
+        attack_step_size (`float`, defaults to 10/255):
+            PGD step α.
+        attack_steps (`int`, defaults to 1):
+            PGD steps T; 0 turns the attack off (plain MAE pretraining, the paper's baseline).
+        attack_target (`str`, defaults to `"adversarial"`):
+            What the attack's MAE loss reconstructs: `"adversarial"` (x′ itself, as the reference code
+            and the published numbers) or `"clean"` (x, the paper's framing).
+        attack_shares_mask (`bool`, defaults to `False`):
+            Reuse the training forward's random mask in the attack instead of drawing a new one.
+        mi_weight (`float`, defaults to 1e-5):
+            λ of the mutual-information penalty; 0 removes it.
+        mi_estimator (`str`, defaults to `"hsic_cca"`):
+            `"hsic_cca"`, `"hsic"` or `"renyi"`.
+        mi_sigma (`float`, defaults to 5.0):
+            Gaussian kernel width σ of the estimator.
+        mi_epsilon (`float`, defaults to 1e-5):
+            Ridge ε_r of the normalised HSIC.
+        mi_alpha (`float`, defaults to 1.01):
+            α of the Rényi estimator.
+        mask_ratio (`float`, defaults to 0.75):
+            Fraction of patches the MAE hides.
+        base_learning_rate (`float` or `None`, defaults to 1.5e-4):
+            MAE scaling rule: `learning_rate = base_learning_rate × effective batch / 256`, with the
+            effective batch = per-device batch × accumulation steps × processes. `None` uses
+            `learning_rate` as given.
+        log_attack_gain (`bool`, defaults to `False`):
+            Log the attack's gain (reconstruction loss on x′ minus on x); costs one extra forward.
+    """
+
+    attack_epsilon: float = field(default=8 / 255, metadata={"help": "L∞ radius of the pretraining attack ([0,1] units)."})
+    attack_step_size: float = field(default=10 / 255, metadata={"help": "PGD step size α ([0,1] units)."})
+    attack_steps: int = field(default=1, metadata={"help": "PGD steps; 0 disables the attack (plain MAE)."})
+    attack_target: str = field(
+        default="adversarial",
+        metadata={"help": "Attack reconstructs 'adversarial' (x′, reference code) or 'clean' (x).", "choices": list(ATTACK_TARGETS)},
+    )
+    attack_shares_mask: bool = field(default=False, metadata={"help": "Attack reuses the training forward's mask."})
+    mi_weight: float = field(default=1e-5, metadata={"help": "λ, weight of the MI penalty (0 disables it)."})
+    mi_estimator: str = field(
+        default="hsic_cca", metadata={"help": "MI estimator.", "choices": list(MI_ESTIMATORS)}
+    )
+    mi_sigma: float = field(default=5.0, metadata={"help": "Gaussian kernel width σ."})
+    mi_epsilon: float = field(default=1e-5, metadata={"help": "Ridge ε_r of the normalised HSIC."})
+    mi_alpha: float = field(default=1.01, metadata={"help": "α of the Rényi entropy estimator."})
+    mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked."})
+    base_learning_rate: float | None = field(
+        default=1.5e-4,
+        metadata={"help": "lr = base_learning_rate × effective batch / 256; None keeps --learning_rate."},
+    )
+    log_attack_gain: bool = field(default=False, metadata={"help": "Log loss(x′) − loss(x) (one extra forward)."})
+
+    # Stock fields whose defaults change to the paper's pretraining recipe.
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on biases, norms, tokens)."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW β2 (MAE uses 0.95)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule, stepped per iteration."})
+    warmup_steps: float = field(default=0.05, metadata={"help": "Warm-up: steps, or a fraction (< 1) of training; 40/800 epochs."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep raw columns for on-the-fly transforms."})
+    dataloader_drop_last: bool = field(
+        default=True, metadata={"help": "Drop the last partial batch (the MI estimator needs at least 2 samples)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attack_target not in ATTACK_TARGETS:
+            raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
+        if self.mi_estimator not in MI_ESTIMATORS:
+            raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
+        for name in ("attack_epsilon", "attack_step_size", "mi_weight", "mi_epsilon"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.attack_epsilon > 1:
+            raise ValueError(
+                f"attack_epsilon={self.attack_epsilon} exceeds the [0, 1] pixel range; write 8/255 as 0.0314."
+            )
+        if self.attack_steps < 0:
+            raise ValueError(f"attack_steps must be >= 0, got {self.attack_steps}.")
+        if self.mi_sigma <= 0:
+            raise ValueError(f"mi_sigma must be > 0, got {self.mi_sigma}.")
+        if not 0 <= self.mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
+        if self.base_learning_rate is not None:
+            effective_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+            self.learning_rate = self.base_learning_rate * effective_batch / 256
+
+    def method_config(self) -> dict[str, object]:
+        """The MIMIR fields, as they are written into the model's `MimirConfig`."""
+        return {name: getattr(self, name) for name in METHOD_FIELDS}

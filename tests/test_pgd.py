@@ -1,0 +1,141 @@
+"""The shared PGD core, tested against the maths (projection, closed-form linear worst case) and its contract."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from mimir_hf.attacks import cross_entropy_objective, pgd, project_linf
+
+
+class TwoClassLinear(nn.Module):
+    def __init__(self, dim: int, generator: torch.Generator):
+        super().__init__()
+        self.linear = nn.Linear(dim, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(2, dim, generator=generator))
+            self.linear.bias.copy_(torch.randn(2, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    epsilon=st.sampled_from([0.0, 1 / 255, 8 / 255, 0.1, 0.5]),
+    steps=st.integers(0, 4),
+    random_start=st.booleans(),
+)
+def test_output_stays_in_the_ball_and_the_box(seed, epsilon, steps, random_start):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 3, 5, 5, generator=generator)
+    w = torch.randn(3 * 5 * 5, generator=generator)
+    adversarial = pgd(lambda z: (z.flatten(1) @ w) ** 2, x, epsilon=epsilon, step_size=epsilon / 2 + 0.01, steps=steps,
+                      random_start=random_start, generator=generator)
+    assert ((adversarial - x).abs() <= epsilon + 1e-7).all()
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    if epsilon == 0:
+        assert torch.equal(adversarial, x)
+
+
+def test_projection_is_the_nearest_point_of_ball_and_box():
+    x = torch.tensor([[0.0, 0.5, 1.0, 0.02]])
+    candidate = torch.tensor([[-0.3, 0.9, 1.4, 0.0]])
+    torch.testing.assert_close(project_linf(candidate.clone(), x, 0.1), torch.tensor([[0.0, 0.6, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_linear_two_class_matches_closed_form_worst_case(seed):
+    """For f(x) = w·x + b the worst L∞ perturbation lowers the margin by exactly ε‖w₁ − w₀‖₁."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = 20
+    model = TwoClassLinear(dim, generator).eval()
+    with torch.no_grad():  # put the decision boundary through the middle of the data
+        model.linear.bias.copy_(-0.5 * model.linear.weight.sum(1))
+    x = 0.3 + 0.4 * torch.rand(256, dim, generator=generator)  # away from the box edges
+    with torch.no_grad():
+        logits = model(x)
+    labels = logits.argmax(1)
+    delta_w = model.linear.weight[1] - model.linear.weight[0]
+    sign = torch.where(labels == 1, 1.0, -1.0)
+    margins = sign * (logits[:, 1] - logits[:, 0])
+    ratios = (margins / delta_w.abs().sum()).sort().values
+    epsilon = min(0.1, (ratios[127] + ratios[128]).item() / 2)  # about half robust, no point on the boundary
+    expected_robust = (margins > epsilon * delta_w.abs().sum()).float().mean()
+
+    adversarial = pgd(cross_entropy_objective(model, labels), x.view(256, 1, 1, dim), epsilon=epsilon,
+                      step_size=epsilon, steps=3, random_start=True, generator=generator)
+    with torch.no_grad():
+        adv_logits = model(adversarial)
+        robust = (adv_logits.argmax(1) == labels).float().mean()
+        adv_margins = sign * (adv_logits[:, 1] - adv_logits[:, 0])
+    assert 0 < expected_robust < 1
+    assert robust == expected_robust
+    torch.testing.assert_close(adv_margins, margins - epsilon * delta_w.abs().sum(), atol=1e-5, rtol=0)
+
+
+def test_attack_leaves_parameter_grads_and_modes_alone():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.train()
+    model[2].eval()  # a submodule deliberately in eval mode
+    existing = torch.full_like(model[1].weight, 7.0)
+    model[1].weight.grad = existing.clone()
+    x = torch.rand(5, 3, 4, 4)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    pgd(cross_entropy_objective(model, labels), x, epsilon=0.1, step_size=0.05, steps=3, model=model, model_mode="eval")
+    assert torch.equal(model[1].weight.grad, existing)
+    assert model[3].weight.grad is None
+    assert model.training and model[1].training and not model[2].training
+
+
+def test_restarts_keep_the_successful_run_per_sample():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).eval()
+    x = torch.rand(16, 3, 2, 2)
+    labels = model(x).argmax(1)
+    objective = cross_entropy_objective(model, labels)
+    fooled = lambda z: model(z).argmax(1) != labels  # noqa: E731
+    single = pgd(objective, x, epsilon=0.05, step_size=0.02, steps=1, generator=torch.Generator().manual_seed(0))
+    multi = pgd(objective, x, epsilon=0.05, step_size=0.02, steps=1, restarts=4, is_successful=fooled,
+                generator=torch.Generator().manual_seed(0))
+    assert fooled(multi).sum() >= fooled(single).sum()
+    assert ((multi - x).abs() <= 0.05 + 1e-7).all()
+
+
+def test_works_under_no_grad_and_autocast():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
+    x = torch.rand(4, 3, 4, 4)
+    labels = torch.tensor([0, 1, 2, 0])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        adversarial = pgd(cross_entropy_objective(model, labels), x, epsilon=8 / 255, step_size=2 / 255, steps=2)
+    assert adversarial.dtype == torch.float32
+    assert not torch.equal(adversarial, x)
+    assert ((adversarial - x).abs() <= 8 / 255 + 1e-7).all()
+
+
+def test_objective_independent_of_input_gives_random_start_only():
+    x = torch.rand(2, 3, 4, 4)
+    constant = torch.zeros(2, requires_grad=True)
+    adversarial = pgd(lambda z: constant * 1.0, x, epsilon=0.1, step_size=0.05, steps=2, random_start=False)
+    assert torch.equal(adversarial, x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epsilon": -0.1}, "epsilon must be >= 0"),
+        ({"epsilon": 8.0}, "0-255|pixel range"),
+        ({"steps": -1}, "steps"),
+        ({"restarts": 0}, "restarts"),
+    ],
+)
+def test_bad_budgets_raise(kwargs, message):
+    base = {"epsilon": 0.1, "step_size": 0.01, "steps": 1}
+    with pytest.raises(ValueError, match=message):
+        pgd(lambda z: z.flatten(1).sum(1), torch.rand(2, 3, 4, 4), **{**base, **kwargs})
+
+
+def test_pixels_outside_unit_range_are_rejected():
+    with pytest.raises(ValueError, match="0-255"):
+        pgd(lambda z: z.flatten(1).sum(1), torch.rand(2, 3, 4, 4) * 255, epsilon=0.1, step_size=0.01, steps=1)
