@@ -87,8 +87,9 @@ def _to_rgb_uint8(images: np.ndarray, path: str) -> np.ndarray:
             f"Images in {path!r} have shape {images.shape}; expected N x H x W x 3 (channels last; "
             "1 or 4 channels are converted to RGB)."
         )
-    if images.shape[-1] == 4:  # RGBA: drop alpha as PIL's convert("RGB") does.
-        images = images[..., :3]
+    if images.shape[-1] == 4:  # RGBA: composite onto white, as transformers' processors do.
+        alpha = images[..., 3:].astype(np.float32) / 255
+        images = np.rint(images[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
     return images
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "default_crop_fraction",
     "eval_resize_size",
     "to_rgb_array",
+    "to_rgb_pil",
     "to_tensor",
     "SMALL_IMAGE_MAX_SIZE",
 ]
@@ -47,10 +48,18 @@ SMALL_IMAGE_MAX_SIZE = 64
 _LARGE_CROP_FRACTION = 0.875
 
 
+def to_rgb_pil(image: Image.Image) -> Image.Image:
+    """RGB with any transparency composited onto white — the rule transformers' processors apply."""
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def to_rgb_array(image: ImageInput) -> np.ndarray:
-    """uint8 H x W x 3 from a PIL image or uint8 array (grayscale repeated, alpha dropped like PIL does)."""
+    """uint8 H x W x 3 from a PIL image or uint8 H x W (x 1/3/4) array; grey is repeated, alpha composited on white."""
     if isinstance(image, Image.Image):
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return np.asarray(to_rgb_pil(image))
     array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8:
         raise TypeError(
@@ -62,8 +71,10 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ValueError(f"Expected an H x W x C image with 1, 3 or 4 channels (channels last); got {array.shape}.")
     if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return array[..., :3]
+        return np.repeat(array, 3, axis=-1)
+    if array.shape[-1] == 4:
+        return np.asarray(to_rgb_pil(Image.fromarray(array, mode="RGBA")))
+    return array
 
 
 def to_tensor(image: ImageInput) -> torch.Tensor:
@@ -180,9 +191,7 @@ class EvalTransform:
         self.resize_size = eval_resize_size(self.image_size, self.crop_fraction)
 
     def __call__(self, image: ImageInput) -> torch.Tensor:
-        pil = image if isinstance(image, Image.Image) else Image.fromarray(to_rgb_array(image))
-        if pil.mode != "RGB":
-            pil = pil.convert("RGB")
+        pil = to_rgb_pil(image) if isinstance(image, Image.Image) else Image.fromarray(to_rgb_array(image))
         width, height = pil.size
         short, long = (height, width) if height <= width else (width, height)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)
