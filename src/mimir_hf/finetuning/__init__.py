@@ -1,0 +1,53 @@
+"""Stage 2 of MIMIR: adversarial finetuning of a stock `ViTForImageClassification`.
+
+- `mae_to_classifier`: a (MIMIR) `vit_mae` checkpoint → `ViTForImageClassification` (decoder
+  dropped, position embeddings interpolated if the resolution changes, fresh head).
+- `AdversarialTrainingArguments` / `AdversarialTrainer`: PGD-AT, TRADES, MART or plain training
+  on the shared PGD core, layer-wise lr decay, robust validation (`eval_robust_accuracy`).
+- `ModelArguments`: the recipe's choice of starting point (a checkpoint or `scratch`).
+"""
+
+from .arguments import ADVERSARIAL_METHODS, AdversarialTrainingArguments, ModelArguments
+from .conversion import (
+    HEAD_INIT_STD_LARGE,
+    HEAD_INIT_STD_SMALL,
+    check_resolution,
+    default_head_init_std,
+    init_classifier_head,
+    interpolate_position_embeddings,
+    load_encoder,
+    mae_to_classifier,
+    random_mae_encoder,
+    reset_mae_embeddings,
+    vit_config_for_classification,
+)
+from .drop_path import add_drop_path
+from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
+from .model import build_classifier
+from .optim import param_groups_layer_decay
+from .trainer import AdversarialTrainer
+
+__all__ = [
+    "ADVERSARIAL_METHODS",
+    "AdversarialTrainer",
+    "AdversarialTrainingArguments",
+    "HEAD_INIT_STD_LARGE",
+    "HEAD_INIT_STD_SMALL",
+    "ModelArguments",
+    "add_drop_path",
+    "build_classifier",
+    "check_resolution",
+    "default_head_init_std",
+    "init_classifier_head",
+    "interpolate_position_embeddings",
+    "load_encoder",
+    "mae_to_classifier",
+    "mart_loss",
+    "param_groups_layer_decay",
+    "pgd_at_loss",
+    "plain_loss",
+    "random_mae_encoder",
+    "reset_mae_embeddings",
+    "trades_loss",
+    "vit_config_for_classification",
+]

@@ -1,0 +1,181 @@
+"""Configuration of stage 2: `AdversarialTrainingArguments` (a `TrainingArguments`) and `ModelArguments`.
+
+Everything a recipe config can say about adversarial finetuning is a documented dataclass field,
+so `--help`, YAML configs and `recipe_config.yaml` all describe the same run. Budgets are in
+pixel units [0, 1]: `8/255` is written `0.03137254901960784` in YAML (or use the CLI's float).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments"]
+
+ADVERSARIAL_METHODS = ("pgd", "trades", "mart", "none")
+
+
+@dataclass
+class AdversarialTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the adversarial-training settings of MIMIR's finetuning stage.
+
+    Defaults are the paper's CIFAR-10 PGD-AT ones (ε = 8/255, α = 2/255, 10 steps, layer decay
+    0.65). Two stock defaults change: `remove_unused_columns=False` (image datasets transform
+    their `image` column on the fly, so it must not be dropped) and `eval_strategy`/`logging`
+    are left to the configs.
+    """
+
+    adversarial_method: str = field(
+        default="pgd",
+        metadata={
+            "help": "Outer loss / inner attack: `pgd` (PGD-AT, cross-entropy on PGD examples), `trades` (clean CE + "
+            "beta * KL, attack maximises the KL), `mart` (MART) or `none` (plain training, the control).",
+            "choices": list(ADVERSARIAL_METHODS),
+        },
+    )
+    attack_epsilon: float = field(
+        default=8 / 255, metadata={"help": "L-inf radius of the training attack in [0, 1] pixel units (8/255 = 0.0314)."}
+    )
+    attack_step_size: float = field(default=2 / 255, metadata={"help": "Step size alpha of the training attack."})
+    attack_steps: int = field(default=10, metadata={"help": "PGD steps of the training attack (paper: 10 CIFAR, 1 ImageNet)."})
+    attack_random_start: bool = field(
+        default=True, metadata={"help": "Start the training attack at a uniform random point of the eps-ball."}
+    )
+    attack_model_mode: str = field(
+        default="eval",
+        metadata={
+            "help": "Mode of the model while the attack runs: `eval` (no dropout / drop path, so the attack sees "
+            "the deterministic network it will be evaluated as; the reference does the same) or `train`.",
+            "choices": ["eval", "train"],
+        },
+    )
+    trades_beta: float = field(default=6.0, metadata={"help": "TRADES trade-off beta (weight of the KL term)."})
+    mart_beta: float = field(default=6.0, metadata={"help": "MART weight of the KL consistency term."})
+    layer_decay: float = field(
+        default=0.65,
+        metadata={"help": "Layer-wise lr decay: block i of L gets lr * layer_decay^(L - i); 1.0 disables it."},
+    )
+    drop_path_rate: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stochastic depth: the residual branches of block i are dropped per sample with probability "
+            "drop_path_rate * i / (L - 1) while training (paper: 0.1). Applied with hooks; the saved model is stock."
+        },
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "If set, learning_rate = base_learning_rate * effective batch / 256, where effective batch = "
+            "per-device batch * devices * gradient_accumulation_steps (paper: 1e-3 ImageNet, 0.05 in the CIFAR-10 script)."
+        },
+    )
+    warmup_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Linear warm-up length in epochs (overrides warmup_steps when training by epochs)."},
+    )
+    log_clean_accuracy: bool = field(
+        default=True,
+        metadata={
+            "help": "With `pgd`, also run a no-grad clean forward per batch to log the clean training accuracy "
+            "(TRADES and MART compute clean logits anyway)."
+        },
+    )
+    eval_attack_steps: int = field(
+        default=10, metadata={"help": "PGD steps of the validation attack (eval_robust_accuracy); 0 disables it."}
+    )
+    eval_attack_epsilon: float | None = field(
+        default=None, metadata={"help": "Radius of the validation attack; defaults to attack_epsilon."}
+    )
+    eval_attack_step_size: float | None = field(
+        default=None,
+        metadata={"help": "Step size of the validation attack; defaults to 2.5 * epsilon / steps (2/255 for PGD-10 at 8/255)."},
+    )
+    eval_attack_random_start: bool = field(default=True, metadata={"help": "Random start for the validation attack."})
+    eval_attack_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the validation attack's random start, so every evaluation attacks alike."},
+    )
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: image datasets build `pixel_values` from their `image` column on the fly."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.adversarial_method not in ADVERSARIAL_METHODS:
+            raise ValueError(f"adversarial_method must be one of {ADVERSARIAL_METHODS}, got {self.adversarial_method!r}.")
+        if self.attack_model_mode not in ("eval", "train"):
+            raise ValueError(f"attack_model_mode must be 'eval' or 'train', got {self.attack_model_mode!r}.")
+        for name in ("attack_epsilon", "attack_step_size", "eval_attack_epsilon", "eval_attack_step_size"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(
+                    f"{name}={value} must lie in [0, 1]: budgets are in pixel units (8/255 = 0.0314), not grey levels."
+                )
+        for name in ("attack_steps", "eval_attack_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.adversarial_method != "none" and self.attack_steps == 0 and not self.attack_random_start:
+            raise ValueError("attack_steps=0 without a random start trains on clean images; use adversarial_method='none'.")
+        if self.adversarial_method == "trades" and not self.attack_random_start:
+            raise ValueError(
+                "TRADES needs attack_random_start=True: its KL objective has zero gradient at the clean image, so "
+                "PGD started there never moves."
+            )
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}.")
+        if not 0 <= self.drop_path_rate < 1:
+            raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
+        if self.base_learning_rate is not None and self.base_learning_rate <= 0:
+            raise ValueError(f"base_learning_rate must be > 0, got {self.base_learning_rate}.")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        super().__post_init__()
+
+    @property
+    def resolved_eval_attack_epsilon(self) -> float:
+        return self.attack_epsilon if self.eval_attack_epsilon is None else self.eval_attack_epsilon
+
+    @property
+    def resolved_eval_attack_step_size(self) -> float:
+        if self.eval_attack_step_size is not None:
+            return self.eval_attack_step_size
+        return 2.5 * self.resolved_eval_attack_epsilon / max(self.eval_attack_steps, 1)
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """Warm-up in optimizer steps; `warmup_epochs` is converted with the schedule's steps per epoch."""
+        if self.warmup_epochs is not None and self.max_steps <= 0 and self.num_train_epochs > 0:
+            return math.ceil(num_training_steps * min(self.warmup_epochs / self.num_train_epochs, 1.0))
+        return super().get_warmup_steps(num_training_steps)
+
+
+@dataclass
+class ModelArguments:
+    """Which encoder the classifier starts from."""
+
+    model_name_or_path: str = field(
+        default="outputs/quickstart-pretrain",
+        metadata={
+            "help": "A `vit_mae` checkpoint (MIMIR or plain MAE pretraining output, or a Hub id such as "
+            "facebook/vit-mae-base), a `vit` checkpoint, or `scratch` for a randomly initialised encoder of "
+            "`model_size` (the paper's from-scratch baseline)."
+        },
+    )
+    model_size: str = field(
+        default="vit-t", metadata={"help": "With `scratch`: vit-t, vit-s, vit-b or vit-l (MIMIR's sizes)."}
+    )
+    patch_size: int | None = field(
+        default=None, metadata={"help": "With `scratch`: patch size (default 2 at 32 px, 4 at 64 px, 16 at 224 px)."}
+    )
+    hidden_size: int | None = field(default=None, metadata={"help": "With `scratch`: override the preset's width."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "With `scratch`: override the depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "With `scratch`: override the heads."})
+    head_init_std: float | None = field(
+        default=None,
+        metadata={"help": "Std of the new head's truncated-normal init; default 2e-5 at >= 224 px, else 2e-2."},
+    )
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.model_name_or_path.strip().lower() == "scratch"

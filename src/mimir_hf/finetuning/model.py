@@ -1,0 +1,107 @@
+"""The recipe's starting point: a pretrained checkpoint or a from-scratch encoder of a named size."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import ViTForImageClassification, ViTMAEConfig
+
+from .arguments import ModelArguments
+from .conversion import mae_to_classifier, random_mae_encoder
+
+__all__ = ["build_classifier", "scratch_encoder_kwargs"]
+
+# Used only if `mimir_hf.modeling.presets` is unavailable; same table as MIMIR.md.
+_FALLBACK_SIZES = {
+    "vit-t": (192, 12, 3),
+    "vit-s": (384, 12, 6),
+    "vit-b": (768, 12, 12),
+    "vit-l": (1024, 24, 16),
+}
+_FALLBACK_PATCH = {32: 2, 64: 4, 224: 16}
+
+
+def scratch_encoder_kwargs(model_args: ModelArguments, image_size: int) -> dict[str, Any]:
+    """Encoder hyper-parameters of `model_args.model_size` at `image_size`, with the explicit overrides."""
+    try:
+        from ..modeling.presets import encoder_kwargs
+    except ImportError:  # pragma: no cover - only before mimir_hf.modeling lands
+        encoder_kwargs = None
+    if encoder_kwargs is not None:
+        kwargs = encoder_kwargs(model_args.model_size, image_size=image_size, patch_size=model_args.patch_size)
+    else:  # pragma: no cover
+        key = model_args.model_size.lower().replace("_", "-")
+        if key not in _FALLBACK_SIZES:
+            raise ValueError(f"Unknown model size {model_args.model_size!r}; choose one of {sorted(_FALLBACK_SIZES)}.")
+        hidden, layers, heads = _FALLBACK_SIZES[key]
+        patch = model_args.patch_size or _FALLBACK_PATCH.get(image_size)
+        if patch is None:
+            raise ValueError(f"No default patch size for {image_size}-px images; set patch_size.")
+        kwargs = {
+            "hidden_size": hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "intermediate_size": 4 * hidden,
+            "image_size": image_size,
+            "patch_size": patch,
+            "layer_norm_eps": 1e-6,
+            "qkv_bias": True,
+        }
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
+        value = getattr(model_args, name)
+        if value is not None:
+            kwargs[name] = value
+            if name == "hidden_size":
+                kwargs["intermediate_size"] = 4 * value
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        raise ValueError(
+            f"hidden_size {kwargs['hidden_size']} is not divisible by num_attention_heads {kwargs['num_attention_heads']}."
+        )
+    return kwargs
+
+
+def build_classifier(
+    model_args: ModelArguments,
+    *,
+    num_labels: int,
+    id2label: Mapping[int, str] | None = None,
+    image_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ViTForImageClassification:
+    """The classifier to finetune: converted from `model_name_or_path`, or a fresh MAE-initialised ViT.
+
+    "From scratch" converts a randomly initialised `ViTMAEModel` (sin-cos positions, MAE's init), so the
+    three runs of the paper's comparison (scratch / plain MAE / MIMIR) differ only in their weights.
+    """
+    source = model_args.model_name_or_path
+    if model_args.from_scratch:
+        if image_size is None:
+            raise ValueError("Training from scratch needs an image_size (set it in the data arguments).")
+        source = random_mae_encoder(ViTMAEConfig(**scratch_encoder_kwargs(model_args, image_size)))
+    elif _looks_local(source) and not os.path.isdir(source):
+        hint = ""
+        if "quickstart-pretrain" in source:
+            hint = " Run the pretraining quickstart first: `accelerate launch recipes/pretrain.py`."
+        raise FileNotFoundError(f"Pretrained checkpoint {source!r} does not exist.{hint}")
+    return mae_to_classifier(
+        source,
+        num_labels=num_labels,
+        id2label=id2label,
+        image_size=image_size,
+        head_init_std=model_args.head_init_std,
+        generator=generator,
+    )
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a Hub id (`org/name`): absolute, relative with ./, or more than one slash."""
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or source.count("/") != 1
+        or os.path.exists(source)
+        or source.startswith("outputs/")
+    )

@@ -1,0 +1,298 @@
+"""`AdversarialTrainer`: stage 2 of MIMIR as a `transformers.Trainer`.
+
+What it changes in the stock Trainer:
+
+- `compute_loss` crafts the adversarial batch with the shared PGD core (`mimir_hf.attacks.pgd`),
+  through the unwrapped model, with input gradients only, the model in eval mode during the
+  attack (`attack_model_mode`), then computes the method's loss (PGD-AT, TRADES, MART or plain
+  cross-entropy) in train mode. Label smoothing uses the stock `label_smoothing_factor`.
+- the loss is a per-micro-batch mean and the Trainer divides it by the accumulation steps:
+  ViT declares that it accepts loss kwargs, which would otherwise make transformers 5.x skip that
+  division and double the update at `gradient_accumulation_steps=2`.
+- `create_optimizer` builds layer-wise-lr-decay parameter groups (`optim.py`).
+- clean and adversarial training accuracies are collected in `compute_loss` and averaged into
+  the training logs in `log()`.
+- evaluation reports `eval_accuracy` and `eval_robust_accuracy` (PGD-k under `torch.enable_grad`,
+  seeded), so `metric_for_best_model="eval_robust_accuracy"` selects the most robust checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.utils import logging
+
+from ..attacks import cross_entropy_objective, kl_objective, pgd, preserve_mode
+from .arguments import AdversarialTrainingArguments
+from .drop_path import add_drop_path
+from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
+from .optim import param_groups_layer_decay
+
+__all__ = ["AdversarialTrainer"]
+
+logger = logging.get_logger(__name__)
+
+
+class AdversarialTrainer(Trainer):
+    """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
+
+    The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and
+    integer `labels`. The model is any classifier whose forward takes `pixel_values` and returns
+    `.logits`; in MIMIR it is the stock `ViTForImageClassification` built by `mae_to_classifier`.
+    """
+
+    # The loss returned by compute_loss is a mean over the micro-batch: let training_step divide it
+    # by the accumulation steps (transformers >= 5.x reads this attribute; see also __init__).
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model: nn.Module | None = None, args: AdversarialTrainingArguments | None = None, **kwargs: Any):
+        if args is None:
+            args = AdversarialTrainingArguments(output_dir="adversarial_trainer_output")
+        if not isinstance(args, AdversarialTrainingArguments):
+            raise TypeError(
+                f"AdversarialTrainer needs AdversarialTrainingArguments, got {type(args).__name__}; the attack and "
+                "layer-decay settings live there."
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        # We compute the loss ourselves and never pass `num_items_in_batch` to the model; without this the
+        # Trainer treats the loss as already normalised over the accumulated batch (ViT accepts loss kwargs).
+        self.model_accepts_loss_kwargs = False
+        if args.base_learning_rate is not None:
+            effective_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+            args.learning_rate = args.base_learning_rate * effective_batch / 256
+            logger.info(
+                "learning_rate = base %.3g x effective batch %d / 256 = %.3g",
+                args.base_learning_rate,
+                effective_batch,
+                args.learning_rate,
+            )
+        self._drop_path_handles = add_drop_path(self.model, args.drop_path_rate) if self.model is not None else []
+        self._train_counts = torch.zeros(3, dtype=torch.float64)  # clean correct, adversarial correct, samples
+        self._has_clean_count = False
+        self._has_adversarial_count = False
+        self._eval_records: dict[str, list[torch.Tensor]] | None = None
+        self._eval_generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW (or `args.optim`) over layer-wise-lr-decay groups; no weight decay on 1-D params and tokens."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            groups = param_groups_layer_decay(
+                opt_model,
+                weight_decay=self.args.weight_decay,
+                layer_decay=self.args.layer_decay,
+                learning_rate=self.args.learning_rate,
+            )
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            for key in ("params", "model", "optimizer_dict"):
+                if key in optimizer_kwargs:
+                    raise ValueError(
+                        f"optim={self.args.optim!r} builds its own parameter groups, which layer-wise lr decay "
+                        "cannot combine with; use adamw_torch (the paper's optimizer)."
+                    )
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------ loss
+    def _logits_fn(self, model: nn.Module):
+        unwrapped = self.accelerator.unwrap_model(model)
+
+        def logits_fn(pixel_values: torch.Tensor) -> torch.Tensor:
+            return unwrapped(pixel_values=pixel_values).logits
+
+        return unwrapped, logits_fn
+
+    def _attack(self, model: nn.Module, objective, pixel_values: torch.Tensor, **budget: Any) -> torch.Tensor:
+        return pgd(objective, pixel_values, model=model, **budget)
+
+    @staticmethod
+    def _check_labels(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+        if labels is None:
+            raise ValueError("AdversarialTrainer needs `labels` in every batch (the attack maximises the label's loss).")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(
+                f"Labels must lie in [0, {num_classes - 1}] for a model with {num_classes} classes, got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]: the label count of the model does not match the data."
+            )
+        return labels
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """The adversarial-training loss of one micro-batch (plain cross-entropy in evaluation)."""
+        pixel_values = inputs["pixel_values"]
+        labels = inputs.get("labels")
+        if not model.training:  # evaluation: clean loss, robust accuracy is measured in prediction_step
+            outputs = model(pixel_values=pixel_values)
+            labels = self._check_labels(labels, outputs.logits.shape[-1])
+            loss = F.cross_entropy(outputs.logits.float(), labels)
+            return (loss, outputs) if return_outputs else loss
+
+        args = self.args
+        method = args.adversarial_method
+        smoothing = args.label_smoothing_factor
+        unwrapped, logits_fn = self._logits_fn(model)
+        num_classes = unwrapped.config.num_labels if hasattr(unwrapped, "config") else None
+        if num_classes is not None:
+            labels = self._check_labels(labels, num_classes)
+        budget = {
+            "epsilon": args.attack_epsilon,
+            "step_size": args.attack_step_size,
+            "steps": args.attack_steps,
+            "random_start": args.attack_random_start,
+            "model_mode": args.attack_model_mode,
+        }
+        clean_logits = adversarial_logits = None
+        if method == "none":
+            outputs = model(pixel_values=pixel_values)
+            clean_logits = outputs.logits
+            loss = plain_loss(clean_logits, labels, smoothing)
+        elif method == "pgd":
+            adversarial = self._attack(unwrapped, cross_entropy_objective(logits_fn, labels), pixel_values, **budget)
+            if args.log_clean_accuracy:
+                with torch.no_grad(), preserve_mode(unwrapped, args.attack_model_mode):
+                    clean_logits = logits_fn(pixel_values)
+            outputs = model(pixel_values=adversarial)
+            adversarial_logits = outputs.logits
+            loss = pgd_at_loss(adversarial_logits, labels, smoothing)
+        else:
+            if method == "trades":
+                with torch.no_grad(), preserve_mode(unwrapped, args.attack_model_mode):
+                    target_logits = logits_fn(pixel_values)
+                objective = kl_objective(logits_fn, target_logits)
+            else:  # mart
+                objective = cross_entropy_objective(logits_fn, labels)
+            adversarial = self._attack(unwrapped, objective, pixel_values, **budget)
+            outputs = model(pixel_values=torch.cat([pixel_values, adversarial]))
+            clean_logits, adversarial_logits = outputs.logits.chunk(2)
+            outputs.logits = adversarial_logits
+            if method == "trades":
+                loss = trades_loss(clean_logits, adversarial_logits, labels, args.trades_beta, smoothing)
+            else:
+                loss = mart_loss(clean_logits, adversarial_logits, labels, args.mart_beta, smoothing)
+        self._record_train_accuracy(clean_logits, adversarial_logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def _record_train_accuracy(
+        self, clean_logits: torch.Tensor | None, adversarial_logits: torch.Tensor | None, labels: torch.Tensor
+    ) -> None:
+        if clean_logits is not None:
+            self._train_counts[0] += (clean_logits.argmax(-1) == labels).sum().item()
+            self._has_clean_count = True
+        if adversarial_logits is not None:
+            self._train_counts[1] += (adversarial_logits.argmax(-1) == labels).sum().item()
+            self._has_adversarial_count = True
+        self._train_counts[2] += labels.numel()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the clean / adversarial training accuracy since the last log to training logs."""
+        if "loss" in logs and self._train_counts[2] > 0:
+            counts = self._train_counts.to(self.args.device, dtype=torch.float32)
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.reduce(counts, reduction="sum")
+            counts = counts.cpu()
+            if self._has_clean_count:
+                logs["clean_accuracy"] = round(float(counts[0] / counts[2]), 4)
+            if self._has_adversarial_count:
+                logs["adversarial_accuracy"] = round(float(counts[1] / counts[2]), 4)
+            self._train_counts.zero_()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _plain_checkpoint_loading(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled) and isinstance(
+            self.accelerator.unwrap_model(self.model), PreTrainedModel
+        )
+
+    def _load_weights_from(self, checkpoint_dir: str, model: nn.Module | None = None) -> None:
+        """Load a checkpoint directory's weights through `from_pretrained`, which maps saved key names.
+
+        transformers 5.x saves ViT weights under their legacy names (`vit.encoder.layer.0.attention.
+        attention.query.weight`), while `Trainer._load_best_model` / `_load_from_checkpoint` call
+        `load_state_dict(strict=False)` on the raw file: for ViT nothing matches, only warnings are
+        logged, and the "best" model silently stays the last one. Going through `from_pretrained`
+        applies the key conversion; the load is strict.
+        """
+        target = self.accelerator.unwrap_model(self.model if model is None else model)
+        loaded = type(target).from_pretrained(checkpoint_dir, config=target.config)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
+
+    def _load_best_model(self) -> None:
+        if not self._plain_checkpoint_loading():
+            return super()._load_best_model()
+        logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
+        self._load_weights_from(self.state.best_model_checkpoint)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if not self._plain_checkpoint_loading():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._load_weights_from(resume_from_checkpoint, model)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+        """The stock loop plus `<prefix>_accuracy` and `<prefix>_robust_accuracy` (PGD-k)."""
+        self._eval_records = {"correct": [], "robust": []}
+        seed = self.args.eval_attack_seed + self.accelerator.process_index
+        self._eval_generator = torch.Generator(device=self.args.device).manual_seed(seed)
+        try:
+            output = super().evaluation_loop(
+                dataloader,
+                description,
+                prediction_loss_only=prediction_loss_only,
+                ignore_keys=ignore_keys,
+                metric_key_prefix=metric_key_prefix,
+            )
+            records = self._eval_records
+        finally:
+            self._eval_records = None
+            self._eval_generator = None
+        if records["correct"]:
+            output.metrics[f"{metric_key_prefix}_accuracy"] = torch.cat(records["correct"]).float().mean().item()
+        if records["robust"]:
+            output.metrics[f"{metric_key_prefix}_robust_accuracy"] = torch.cat(records["robust"]).float().mean().item()
+        return output
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The stock step, then (with labels) clean correctness and PGD-k correctness of the batch."""
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only=False, ignore_keys=ignore_keys)
+        if self._eval_records is not None and labels is not None and logits is not None:
+            if isinstance(logits, (tuple, list)):
+                logits = logits[0]
+            correct = logits.argmax(-1) == labels
+            self._eval_records["correct"].append(self.accelerator.gather_for_metrics(correct).cpu())
+            if self.args.eval_attack_steps > 0:
+                self._eval_records["robust"].append(self.accelerator.gather_for_metrics(self._robust_correct(model, inputs, labels)).cpu())
+        if prediction_loss_only:
+            return loss, None, None
+        return loss, logits, labels
+
+    def _robust_correct(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
+        args = self.args
+        pixel_values = self._prepare_inputs(inputs)["pixel_values"]
+        unwrapped, logits_fn = self._logits_fn(model)
+        with self.compute_loss_context_manager():
+            adversarial = pgd(  # the core runs its gradients under torch.enable_grad()
+                cross_entropy_objective(logits_fn, labels),
+                pixel_values,
+                epsilon=args.resolved_eval_attack_epsilon,
+                step_size=args.resolved_eval_attack_step_size,
+                steps=args.eval_attack_steps,
+                random_start=args.eval_attack_random_start,
+                model=unwrapped,
+                model_mode="eval",
+                generator=self._eval_generator,
+            )
+            with torch.no_grad():
+                adversarial_logits = logits_fn(adversarial)
+        return adversarial_logits.argmax(-1) == labels
