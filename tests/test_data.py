@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from mimir_hf.data import (
     train_transform,
     with_transform,
 )
-from mimir_hf.data import sources as sources_module
 
 CIFAR_DIR = Path("/work/shared/data/cifar10")
 
@@ -325,6 +323,24 @@ def test_collate_without_labels_and_mixed_shapes() -> None:
         collate_images([{"pixel_values": torch.zeros(3, 8, 8)}, {"pixel_values": torch.zeros(3, 4, 4)}])
 
 
-def test_no_network_used() -> None:
-    assert os.environ.get("HF_DATASETS_OFFLINE") == "1"
-    assert sources_module.load_image_dataset is load_image_dataset
+@pytest.mark.parametrize("error", [FileNotFoundError("no such repo"), ConnectionError("offline")])
+def test_unreachable_hub_source_says_what_to_use(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("datasets.load_dataset", fail)
+    with pytest.raises(type(error), match="builtin:digits"):
+        load_image_dataset("nobody/nothing-here", "train")
+
+
+def test_saved_processor_drives_a_pipeline(tmp_path: Path) -> None:
+    from transformers import ViTConfig, ViTForImageClassification, pipeline
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=10, id2label=dict(enumerate(class_names(
+                           load_image_dataset("builtin:digits", "test", max_samples=1)))))
+    ViTForImageClassification(config).save_pretrained(tmp_path)
+    make_image_processor(32).save_pretrained(tmp_path)
+    classify = pipeline("image-classification", model=str(tmp_path), device="cpu")
+    predictions = classify(Image.fromarray(_images(1, size=32, channels=4)[0], mode="RGBA"), top_k=3)
+    assert len(predictions) == 3 and {p["label"] for p in predictions} <= {str(i) for i in range(10)}

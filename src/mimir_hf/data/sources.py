@@ -4,6 +4,11 @@ Whatever the source, the result has the same two columns — `image` (decoded as
 grayscale and RGBA inputs are converted instead of breaking a 3-channel model) and `label` (an
 int, with its `ClassLabel` feature kept so that class names reach the checkpoint's `id2label`) —
 so nothing downstream needs to know where the data came from.
+
+Hub and image-folder images are converted by `datasets`' decoder (`Image(mode="RGB")`, i.e. PIL's
+`convert("RGB")`, which drops an alpha channel), lazily at access time so loading stays cheap; `.npz`
+arrays with alpha and images handed to the transforms directly are composited onto white, as
+transformers' processors do. The two agree for opaque images, which is nearly every data set.
 """
 
 from __future__ import annotations
@@ -117,14 +122,22 @@ def _load_image_folder(source: str, split: str) -> Dataset:
 def _load_hub(source: str, split: str, config_name: str | None) -> Dataset:
     from datasets import load_dataset
 
+    hint = (
+        "Use a Hub name such as `uoft-cs/cifar10`, a folder of class subfolders, `.npz` files, or "
+        "`builtin:digits` (no download)."
+    )
     try:
         with _clear_split_error(source, split):
             dataset = load_dataset(source, config_name, split=split)
-    except FileNotFoundError as error:
+    except FileNotFoundError as error:  # includes datasets' DatasetNotFoundError
         raise FileNotFoundError(
-            f"Cannot load {source!r}: it is not a local path and not a data set on the Hugging Face Hub "
-            f"(or the Hub is unreachable / offline). Use a Hub name such as `uoft-cs/cifar10`, a folder of "
-            f"class subfolders, `.npz` files, or `builtin:digits`. ({error})"
+            f"Cannot load {source!r}: it is neither a local path nor a data set on the Hugging Face Hub. {hint} "
+            f"({error})"
+        ) from error
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"Cannot reach the Hub for {source!r} (offline, or HF_DATASETS_OFFLINE=1 without a cached copy). "
+            f"Download it once with network access, or use local data. {hint} ({error})"
         ) from error
     assert isinstance(dataset, Dataset)
     return dataset

@@ -204,9 +204,16 @@ class EvalTransform:
         return to_tensor(array[top : top + size, left : left + size])
 
 
-def train_transform(image_size: int, **kwargs: object) -> TrainTransform:
+def train_transform(
+    image_size: int,
+    *,
+    kind: Literal["auto", "pad_crop", "resized_crop"] = "auto",
+    padding: int = 4,
+    scale: tuple[float, float] = (0.2, 1.0),
+    flip: bool = True,
+) -> TrainTransform:
     """The MIMIR training augmentation for `image_size` (see the module docstring for the rule)."""
-    return TrainTransform(image_size, **kwargs)  # type: ignore[arg-type]
+    return TrainTransform(image_size, kind=kind, padding=padding, scale=scale, flip=flip)
 
 
 def eval_transform(image_size: int, crop_fraction: float | None = None) -> EvalTransform:
