@@ -752,3 +752,94 @@ if __name__ == "__main__":  # pragma: no cover - manual use
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# Test data: tiny stock checkpoints (built in memory, saved with save_pretrained) and a hand-made
+# robustness.json following docs/CONTRACTS.md. These numbers are fixtures, not measured results.
+# ---------------------------------------------------------------------------------------------------
+
+TINY_LABELS = {0: "zero", 1: "one", 2: "two"}
+
+
+def tiny_images(n: int = 4, size: int = 16):
+    """Deterministic RGB PIL images (the same in every process)."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.RandomState(1234).randint(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+    return [Image.fromarray(p) for p in pixels]
+
+
+def tiny_report(model_dir: str | Path, epsilon: float = 8 / 255) -> dict[str, Any]:
+    attack = {"epsilon": epsilon, "num_samples": 64, "restarts": 1, "seed": 0, "library": "mimir_hf", "library_version": "0.1.0"}
+    return {
+        "schema_version": 1,
+        "model": str(model_dir),
+        "dataset": "builtin:digits",
+        "split": "test",
+        "num_samples": 64,
+        "seed": 0,
+        "threat_model": {"norm": "Linf", "epsilon": epsilon, "input_range": [0.0, 1.0], "normalization": "none"},
+        "versions": {"mimir_hf": "0.1.0", "torch": "2.13.0", "transformers": "5.23.0", "autoattack": "0.2.0"},
+        "attacks": {
+            "clean": {"accuracy": 0.796875, "num_samples": 64, "seed": 0, "library": "mimir_hf", "library_version": "0.1.0", "wall_time_seconds": 0.1},
+            "pgd-20": {**attack, "accuracy": 0.421875, "steps": 20, "step_size": 2 / 255, "wall_time_seconds": 1.2},
+            "pgd-100": {**attack, "accuracy": 0.40625, "steps": 100, "step_size": 2 / 255, "wall_time_seconds": 5.9},
+            "autoattack": {"accuracy": 0.390625, "epsilon": epsilon, "num_samples": 64, "seed": 0, "library": "autoattack", "library_version": "0.2.0", "wall_time_seconds": 30.5},
+            "pgd-20@eps=16/255": {**attack, "accuracy": 0.125, "epsilon": 16 / 255, "steps": 20, "step_size": 4 / 255},
+            "pgd-20@eps=255/255": {**attack, "accuracy": 0.0, "epsilon": 1.0, "steps": 20, "step_size": 0.1},
+        },
+        "worst_case": {"accuracy": 0.390625, "attacks": ["clean", "pgd-20", "pgd-100", "autoattack"]},
+        "checks": [
+            {"name": "accuracy_decreases_with_epsilon", "passed": True, "detail": "0.797 > 0.422 > 0.125 > 0.0"},
+            {"name": "unbounded_attack_succeeds", "passed": True, "detail": "0.0 at eps=1"},
+        ],
+        "per_sample_file": "per_sample.npz",
+        "autoattack_log": "autoattack.log",
+    }
+
+
+def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
+    """A tiny stock ViTForImageClassification (hidden 32, 2 layers, 16x16, patch 4) and ViTMAEForPreTraining,
+    each saved with a stock ViTImageProcessor (do_normalize=False) and a recipe_config.yaml; the classifier
+    also gets robustness.json + autoattack.log. Writes `reference.json` with the outputs before upload."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+
+    root = Path(root)
+    classifier_dir, pretraining_dir = root / "classifier", root / "pretraining"
+    processor = ViTImageProcessor(size={"height": 16, "width": 16}, do_normalize=False)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=4)
+
+    torch.manual_seed(0)
+    model = ViTForImageClassification(
+        ViTConfig(**small, id2label=TINY_LABELS, label2id={v: k for k, v in TINY_LABELS.items()})
+    ).eval()
+    model.save_pretrained(classifier_dir)
+    processor.save_pretrained(classifier_dir)
+    (classifier_dir / "recipe_config.yaml").write_text(
+        "dataset: builtin:digits\nimage_size: 16\nlearning_rate: 0.001\nepsilon: 0.03137254901960784\n"
+        "hub_token: hf_this_must_not_leak\noutput_dir: outputs/tiny-finetune\n"
+    )
+    (classifier_dir / "robustness.json").write_text(json.dumps(tiny_report(classifier_dir), indent=2))
+    (classifier_dir / "autoattack.log").write_text("clean accuracy: 79.69%\nrobust accuracy: 39.06%\n")
+
+    pre_config = ViTMAEConfig(**small, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                              decoder_intermediate_size=32, norm_pix_loss=True)
+    pre_config.mimir_epsilon = 8 / 255
+    pre_config.mimir_mi_weight = 1e-5
+    ViTMAEForPreTraining(pre_config).save_pretrained(pretraining_dir)
+    processor.save_pretrained(pretraining_dir)
+    (pretraining_dir / "recipe_config.yaml").write_text("dataset: builtin:digits\nimage_size: 16\nmask_ratio: 0.75\n")
+
+    inputs = processor(images=tiny_images(), return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs, output_hidden_states=True)
+    reference = {
+        "logits": outputs.logits.tolist(),
+        "last_hidden_state": model.vit(**inputs).last_hidden_state.tolist(),
+        "labels": [TINY_LABELS[i] for i in outputs.logits.argmax(-1).tolist()],
+    }
+    (root / "reference.json").write_text(json.dumps(reference))
+    return {"classifier": classifier_dir, "pretraining": pretraining_dir, "reference": root / "reference.json"}

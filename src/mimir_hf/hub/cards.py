@@ -1,0 +1,466 @@
+"""Model cards for MIMIR checkpoints, rendered from what the run recorded (works offline).
+
+Two Jinja templates ship with the package (`mimir_hf/hub/templates/`, see `model_cards/README.md`):
+`pretraining.md.j2` for a stage-1 `vit_mae` checkpoint and `classifier.md.j2` for a robust
+`ViTForImageClassification`. The card's numbers come from `robustness.json`, its training section
+from `<checkpoint>/recipe_config.yaml` and its architecture from `config.json`; the metadata block
+is built with `huggingface_hub`'s `ModelCardData`/`EvalResult` and checked by parsing the card back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .report import (
+    REPORT_FILENAME,
+    attack_display_name,
+    attack_order,
+    check_classifier_report,
+    format_epsilon,
+    is_sweep_entry,
+    load_robustness_report,
+    pgd_steps,
+)
+
+__all__ = [
+    "CardKind",
+    "REQUIRED_TAGS",
+    "CITATION_BIBTEX",
+    "template_path",
+    "build_model_card",
+    "render_model_card",
+    "validate_model_card",
+    "write_model_card",
+    "redact_config",
+    "load_recipe_config",
+]
+
+CardKind = Literal["classifier", "pretraining"]
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+REQUIRED_TAGS = ("mimir", "adversarial-robustness", "vision-transformer")
+PIPELINE_TAGS = {"classifier": "image-classification", "pretraining": "image-feature-extraction"}
+RECIPE_CONFIG = "recipe_config.yaml"
+DEFAULT_LICENSE = "apache-2.0"
+CITATION_BIBTEX = """@article{xu2023mimir,
+  title   = {{MIMIR}: Masked Image Modeling for Mutual Information-based Adversarial Robustness},
+  author  = {Xu and Yu and Wu and Picek},
+  journal = {arXiv preprint arXiv:2312.04960},
+  year    = {2023},
+  url     = {https://arxiv.org/abs/2312.04960}
+}"""
+# ViT sizes used by MIMIR (hidden, layers, heads) -> name.
+_VIT_SIZES = {(192, 12, 3): "ViT-T", (384, 12, 6): "ViT-S", (768, 12, 12): "ViT-B", (1024, 24, 16): "ViT-L"}
+_SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_UNRENDERED = re.compile(r"\{\{[^{}]*\}\}|\{%.*?%\}|\{#.*?#\}")
+
+
+def template_path(kind: CardKind) -> Path:
+    """The packaged Jinja template for `kind`."""
+    if kind not in PIPELINE_TAGS:
+        raise ValueError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
+    return TEMPLATES_DIR / f"{kind}.md.j2"
+
+
+def redact_config(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """Replace secret-looking values (keys naming a token, password, ...) and known secret strings."""
+    if isinstance(value, dict):
+        return {
+            key: ("<redacted>" if _SECRET_KEY.search(str(key)) and item not in (None, "", False) else redact_config(item, secrets))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_config(item, secrets) for item in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret:
+                value = value.replace(secret, "<redacted>")
+    return value
+
+
+def load_recipe_config(directory: str | Path, secrets: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """`<directory>/recipe_config.yaml` with secrets removed, or None when the run did not write one."""
+    path = Path(directory) / RECIPE_CONFIG
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a mapping of option names to values.")
+    return redact_config(data, secrets)
+
+
+def _dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False).rstrip()
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {str(path)!r}.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _looks_like_hub_id(value: Any) -> bool:
+    return isinstance(value, str) and _HUB_ID.fullmatch(value) is not None and not Path(value).exists()
+
+
+def _config_extras(config: dict[str, Any]) -> dict[str, Any]:
+    """Keys of config.json that the stock configuration class does not define (the MIMIR settings)."""
+    try:
+        from transformers import AutoConfig
+
+        stock = AutoConfig.for_model(config["model_type"]).to_dict()
+    except Exception:  # unknown model type: show nothing rather than everything
+        return {}
+    ignore = {"transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id", "auto_map"}
+    return {k: v for k, v in config.items() if k not in stock and k not in ignore}
+
+
+def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
+    hidden = config.get("hidden_size")
+    layers = config.get("num_hidden_layers")
+    heads = config.get("num_attention_heads")
+    size = _VIT_SIZES.get((hidden, layers, heads))
+    description = (
+        f"{size} Vision Transformer" if size else f"Vision Transformer (hidden size {hidden}, {layers} layers, {heads} heads)"
+    )
+    architectures = config.get("architectures") or []
+    model_type = config.get("model_type", "?")
+    default_class = "ViTForImageClassification" if kind == "classifier" else "ViTMAEForPreTraining"
+    base_class = {"vit": "ViTModel", "vit_mae": "ViTMAEModel"}.get(model_type, "AutoModel")
+    id2label = config.get("id2label") or {}
+    return {
+        "description": description,
+        "size_name": size,
+        "model_type": model_type,
+        "class_name": architectures[0] if architectures else default_class,
+        "base_class_name": base_class,
+        "image_size": config.get("image_size"),
+        "patch_size": config.get("patch_size"),
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_labels": len(id2label) or config.get("num_labels"),
+        "mask_ratio": config.get("mask_ratio"),
+        "norm_pix_loss": config.get("norm_pix_loss"),
+        "decoder_hidden_size": config.get("decoder_hidden_size"),
+        "decoder_num_hidden_layers": config.get("decoder_num_hidden_layers"),
+    }
+
+
+def _labels_preview(config: dict[str, Any], limit: int = 10) -> str:
+    id2label = config.get("id2label") or {}
+    labels = [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k))]
+    if not labels or all(re.fullmatch(r"LABEL_\d+", label) for label in labels):
+        return ""
+    shown = ", ".join(labels[:limit])
+    return shown + (f", … ({len(labels)} in total)" if len(labels) > limit else "")
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}"
+
+
+def _ci_pct(fraction: float, n: Any) -> str:
+    if not isinstance(n, int) or n <= 0:
+        return "—"
+    return f"{100 * 1.96 * math.sqrt(fraction * (1 - fraction) / n):.2f}"
+
+
+def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    rows, sweep = [], []
+    default_n = report.get("num_samples")
+    for name in sorted(report["attacks"], key=attack_order):
+        entry = report["attacks"][name]
+        library = entry.get("library") or ("—" if name == "clean" else "?")
+        if entry.get("library_version"):
+            library = f"{library} {entry['library_version']}"
+        row = {
+            "name": name,
+            "display": attack_display_name(name),
+            "accuracy": entry["accuracy"],
+            "accuracy_pct": _pct(entry["accuracy"]),
+            "ci_pct": _ci_pct(entry["accuracy"], entry.get("num_samples", default_n)),
+            "epsilon_display": "—" if name == "clean" else format_epsilon(entry.get("epsilon")),
+            "steps": entry.get("steps", "—") if name != "clean" else "—",
+            "step_size_display": format_epsilon(entry.get("step_size")) if entry.get("step_size") is not None else "—",
+            "restarts": entry.get("restarts", "—") if name != "clean" else "—",
+            "library": library,
+        }
+        (sweep if is_sweep_entry(name) else rows).append(row)
+    return rows, sweep
+
+
+def _eval_results(report: dict[str, Any], dataset_id: str | None) -> list:
+    """One EvalResult per non-sweep entry: clean accuracy, then the robust accuracies, values verbatim."""
+    from huggingface_hub import EvalResult
+
+    threat = report["threat_model"]
+    dataset = dataset_id or report.get("dataset") or "unknown"
+    results = []
+    for name in sorted(report["attacks"], key=attack_order):
+        if is_sweep_entry(name):
+            continue
+        entry = report["attacks"][name]
+        args: dict[str, Any] = {
+            "norm": threat.get("norm", "Linf"),
+            "epsilon": entry.get("epsilon", threat["epsilon"]),
+            "input_range": list(threat.get("input_range", [0.0, 1.0])),
+            "normalization": threat.get("normalization", "none"),
+        }
+        for key in ("steps", "step_size", "restarts", "library", "library_version", "num_samples", "seed"):
+            if entry.get(key) is not None:
+                args[key] = entry[key]
+        if name == "clean":
+            args = {k: v for k, v in args.items() if k in ("num_samples", "seed", "input_range", "normalization")}
+            metric_name = "Clean accuracy"
+            metric_type = "accuracy"
+        else:
+            metric_name = f"{attack_display_name(name)} accuracy (L∞, ε={format_epsilon(args['epsilon'])})"
+            metric_type = "robust_accuracy"
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                task_name="Adversarially robust image classification",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                dataset_split=report.get("split"),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_config=name,
+                metric_value=entry["accuracy"],
+                metric_args=args,
+            )
+        )
+    return results
+
+
+@dataclass
+class _CardInputs:
+    kind: CardKind
+    config: dict[str, Any]
+    report: dict[str, Any] | None
+    training_config: dict[str, Any] | None
+    evaluation_config: dict[str, Any] | None
+
+
+def _find_epsilon(*sources: tuple[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    for source, data in sources:
+        for key, value in (data or {}).items():
+            if "epsilon" in str(key).lower() and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+                return {"key": key, "source": source, "display": format_epsilon(float(value))}
+    return None
+
+
+def build_model_card(
+    folder: str | Path,
+    *,
+    kind: CardKind = "classifier",
+    repo_id: str | None = None,
+    report: str | Path | dict[str, Any] | None = None,
+    base_model: str | None = None,
+    dataset_id: str | None = None,
+    license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's metadata key
+    template: str | Path | None = None,
+    secrets: tuple[str, ...] = (),
+):
+    """Render the card of the checkpoint in `folder` and check it; returns a `huggingface_hub.ModelCard`.
+
+    Args:
+        folder: a `save_pretrained` directory (config.json, weights, image processor, recipe_config.yaml).
+        kind: "classifier" (needs the evaluation report) or "pretraining".
+        repo_id: the Hub repo the card will live in (used in the snippets and as the model-index name).
+        report: the `robustness.json` (path, its directory, or the loaded dict); default
+            `<folder>/robustness.json`. Required for a classifier.
+        base_model: Hub id of the pretraining checkpoint a classifier was finetuned from (the recipe
+            config usually names a local directory, which cannot be told from a Hub id, so it is not guessed).
+        dataset_id: Hub dataset id for the `datasets` metadata; default: the report's/recipe's dataset
+            when it looks like a Hub id.
+        license: SPDX-style license id for the metadata.
+        template: a Jinja template to use instead of the packaged one.
+        secrets: strings to scrub from the embedded configuration (tokens).
+
+    Raises:
+        MissingEvaluationError: a classifier without a report holding clean, PGD and AutoAttack entries.
+    """
+    from huggingface_hub import ModelCard, ModelCardData
+
+    import mimir_hf
+
+    folder = Path(folder)
+    if kind not in PIPELINE_TAGS:
+        raise ValueError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
+    config = _read_json(folder / "config.json", "config.json")
+    training_config = load_recipe_config(folder, secrets)
+
+    loaded_report = None
+    evaluation_config = None
+    if kind == "classifier":
+        loaded_report = report if isinstance(report, dict) else load_robustness_report(report or folder / REPORT_FILENAME)
+        check_classifier_report(loaded_report)
+        report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
+        if report_dir.resolve() != folder.resolve():
+            evaluation_config = load_recipe_config(report_dir, secrets)
+
+    dataset_source = (loaded_report or {}).get("dataset") or (training_config or {}).get("dataset")
+    if dataset_id is None and _looks_like_hub_id(dataset_source):
+        dataset_id = dataset_source
+    model_name = (repo_id or folder.resolve().name).split("/")[-1]
+    tags = list(REQUIRED_TAGS) + (["image-classification"] if kind == "classifier" else ["masked-image-modeling"])
+    card_data = ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[kind],
+        tags=tags,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model if kind == "classifier" else None,
+        model_name=model_name if kind == "classifier" else None,
+        eval_results=_eval_results(loaded_report, dataset_id) if loaded_report else None,
+    )
+
+    arch = _architecture(config, kind)
+    extras = _config_extras(config)
+    context: dict[str, Any] = {
+        "title": f"MIMIR {arch['size_name'] or 'ViT'} — {'robust classifier' if kind == 'classifier' else 'adversarial MAE pretraining'}"
+        + (f" ({model_name})" if model_name else ""),
+        "repo_id": repo_id or f"<your-org>/{model_name}",
+        "model_name": model_name,
+        "arch": arch,
+        "base_model": base_model,
+        "mimir_settings": _dump_yaml(extras) if extras else "",
+        "training_config": _dump_yaml(training_config) if training_config else "",
+        "evaluation_config": _dump_yaml(evaluation_config) if evaluation_config else "",
+        "citation": CITATION_BIBTEX,
+        "mimir_hf_version": mimir_hf.__version__,
+        "dataset": dataset_source,
+    }
+    if kind == "pretraining":
+        context["epsilon"] = _find_epsilon(("config.json", extras), (RECIPE_CONFIG, training_config))
+    else:
+        assert loaded_report is not None
+        threat = dict(loaded_report["threat_model"])
+        threat.setdefault("norm", "Linf")
+        threat.setdefault("input_range", [0.0, 1.0])
+        threat.setdefault("normalization", "none")
+        threat["norm_display"] = "L∞" if str(threat["norm"]).lower() in ("linf", "l_inf", "l∞") else threat["norm"]
+        threat["epsilon_display"] = format_epsilon(float(threat["epsilon"]))
+        rows, sweep = _result_rows(loaded_report)
+        worst = loaded_report.get("worst_case")
+        if isinstance(worst, dict) and isinstance(worst.get("accuracy"), (int, float)):
+            worst = {**worst, "attacks": worst.get("attacks") or [], "accuracy_pct": _pct(worst["accuracy"])}
+        else:
+            worst = None
+        checks = [c for c in loaded_report.get("checks") or [] if isinstance(c, dict)]
+        autoattack_log = loaded_report.get("autoattack_log")
+        report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
+        context.update(
+            report={
+                "dataset": loaded_report.get("dataset", "?"),
+                "split": loaded_report.get("split", "?"),
+                "num_samples": loaded_report.get("num_samples", 0),
+                "seed": loaded_report.get("seed", "?"),
+            },
+            threat=threat,
+            results=rows,
+            sweep=sweep,
+            worst_case=worst,
+            checks=checks,
+            failed_checks=[c for c in checks if not c.get("passed", False)],
+            versions=loaded_report.get("versions") or {},
+            autoattack_log=autoattack_log if autoattack_log and (report_dir / autoattack_log).is_file() else None,
+            labels_preview=_labels_preview(config),
+        )
+
+    source = Path(template) if template is not None else template_path(kind)
+    card = ModelCard.from_template(card_data, template_path=str(source), **context)
+    validate_model_card(str(card), kind=kind, report=loaded_report, base_model=base_model if kind == "classifier" else None)
+    return card
+
+
+def render_model_card(folder: str | Path, **kwargs: Any) -> str:
+    """The card text (README.md) for the checkpoint in `folder`; see `build_model_card`."""
+    return str(build_model_card(folder, **kwargs))
+
+
+def write_model_card(folder: str | Path, output: str | Path | None = None, **kwargs: Any) -> Path:
+    """Render the card and write it (default `<folder>/README.md`); returns the path written."""
+    text = render_model_card(folder, **kwargs)
+    path = Path(output) if output is not None else Path(folder) / "README.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def validate_model_card(
+    text: str,
+    *,
+    kind: CardKind = "classifier",
+    report: dict[str, Any] | None = None,
+    base_model: str | None = None,
+):
+    """Parse a card back and check its metadata; returns the parsed `ModelCard`.
+
+    `ModelCard` itself raises on a malformed YAML block or `model-index`. On top of that: the required
+    tags, `library_name: transformers`, the pipeline tag, no unrendered template syntax, and — for a
+    classifier — clean, PGD and AutoAttack results whose values and ε equal the report's.
+
+    Raises:
+        ValueError: describing the first problem found.
+    """
+    from huggingface_hub import ModelCard
+
+    if not text.lstrip().startswith("---"):
+        raise ValueError("The card has no YAML metadata block.")
+    card = ModelCard(text)  # raises ValueError on a malformed model-index
+    data = card.data
+    problems = []
+    leftover = _UNRENDERED.search(text)
+    if leftover:
+        problems.append(f"unrendered template syntax {leftover.group(0)!r} left in the card")
+    if data.library_name != "transformers":
+        problems.append(f"library_name is {data.library_name!r}, expected 'transformers'")
+    if data.pipeline_tag != PIPELINE_TAGS[kind]:
+        problems.append(f"pipeline_tag is {data.pipeline_tag!r}, expected {PIPELINE_TAGS[kind]!r}")
+    missing_tags = [t for t in REQUIRED_TAGS if t not in (data.tags or [])]
+    if missing_tags:
+        problems.append(f"missing tags {missing_tags}")
+    if not data.license:
+        problems.append("no license")
+    if base_model is not None and data.base_model != base_model:
+        problems.append(f"base_model is {data.base_model!r}, expected {base_model!r}")
+    if kind == "classifier":
+        results = {r.metric_config: r for r in data.eval_results or []}
+        needed = ["clean", "autoattack"]
+        pgd = sorted((n for n in results if n and pgd_steps(n) is not None), key=pgd_steps)
+        if not pgd:
+            problems.append("no PGD result in model-index")
+        for name in needed:
+            if name not in results:
+                problems.append(f"no {name!r} result in model-index")
+        if report is not None:
+            for name, entry in report["attacks"].items():
+                if is_sweep_entry(name):
+                    continue
+                result = results.get(name)
+                if result is None:
+                    problems.append(f"report entry {name!r} is missing from model-index")
+                    continue
+                if result.metric_value != entry["accuracy"]:
+                    problems.append(f"{name}: card says {result.metric_value!r}, report says {entry['accuracy']!r}")
+                if name != "clean":
+                    card_eps = (result.metric_args or {}).get("epsilon")
+                    report_eps = entry.get("epsilon", report["threat_model"]["epsilon"])
+                    if card_eps != report_eps:
+                        problems.append(f"{name}: card ε {card_eps!r} differs from the report's {report_eps!r}")
+            for name in ("autoattack", *pgd):
+                if name in results and "library_version" not in (results[name].metric_args or {}) and report["attacks"].get(name, {}).get("library_version"):
+                    problems.append(f"{name}: the attack library's version is missing")
+    if problems:
+        raise ValueError("Invalid model card: " + "; ".join(problems) + ".")
+    return card

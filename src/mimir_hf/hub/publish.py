@@ -1,0 +1,303 @@
+"""Push a MIMIR checkpoint to the Hugging Face Hub in one commit.
+
+What goes up: the safetensors weights (and their index when sharded), `config.json`, the image
+processor (`preprocessor_config.json`), the generated card (`README.md`), the training
+configuration (`recipe_config.yaml`, secrets removed) and, for a classifier, `robustness.json` and
+the AutoAttack log it names. Everything is one `create_commit`, so a repo never shows weights
+without the card that describes them.
+
+The token comes from the `token` argument, `HF_TOKEN` or the login cache (`hf auth login`), and is
+never logged; errors are re-raised as `PublishError` with the token scrubbed from their text.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cards import RECIPE_CONFIG, CardKind, build_model_card, load_recipe_config
+from .report import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
+
+__all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+
+
+class PublishError(RuntimeError):
+    """Publishing failed or was refused; the message never contains the token."""
+
+
+@dataclass
+class PublishResult:
+    repo_id: str
+    repo_url: str | None
+    commit_oid: str | None
+    commit_url: str | None
+    files: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    card: str = ""
+    dry_run: bool = False
+
+
+def _redact(text: str, token: str | None) -> str:
+    if token:
+        text = text.replace(token, "<redacted>")
+    return text
+
+
+def _sha256_of(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _check_checkpoint(folder: Path, kind: CardKind) -> dict[str, Any]:
+    """Refuse what stock transformers could not load, or what breaks the [0, 1] threat model."""
+    if not folder.is_dir():
+        raise PublishError(f"Checkpoint directory {str(folder)!r} does not exist.")
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise PublishError(f"{str(folder)!r} has no config.json; is it a save_pretrained directory?")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "auto_map" in config:
+        raise PublishError("config.json has an 'auto_map': the model would need trust_remote_code. Save a stock model.")
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_PRETRAINING_MAPPING_NAMES,
+    )
+
+    model_type = config.get("model_type")
+    if kind == "classifier":
+        if model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+            raise PublishError(
+                f"model_type {model_type!r} is not an image classifier in stock transformers; "
+                "a MIMIR classifier is a 'vit' ViTForImageClassification checkpoint."
+            )
+        if not config.get("id2label"):
+            raise PublishError("config.json has no id2label; the pipeline could not name the classes.")
+    elif kind == "pretraining":
+        if model_type not in MODEL_FOR_PRETRAINING_MAPPING_NAMES:
+            raise PublishError(
+                f"model_type {model_type!r} has no pretraining model in stock transformers; "
+                "a MIMIR pretraining checkpoint is a 'vit_mae' checkpoint."
+            )
+    else:
+        raise PublishError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
+
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        legacy = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pth")]
+        hint = f" (found {legacy}; re-save with save_pretrained, which writes safetensors)" if legacy else ""
+        raise PublishError(f"No safetensors weights in {str(folder)!r}{hint}.")
+    for index in folder.glob("*.safetensors.index.json"):
+        shards = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+        missing = sorted(s for s in shards if not (folder / s).is_file())
+        if missing:
+            raise PublishError(f"{index.name} names shards that are missing: {missing}.")
+
+    processor_path = folder / IMAGE_PROCESSOR_FILE
+    if not processor_path.is_file():
+        raise PublishError(
+            f"{str(folder)!r} has no {IMAGE_PROCESSOR_FILE}; save the image processor next to the model "
+            "(mimir_hf.data.make_image_processor(image_size).save_pretrained(folder))."
+        )
+    processor = json.loads(processor_path.read_text(encoding="utf-8"))
+    if processor.get("do_normalize"):
+        mean, std = processor.get("image_mean"), processor.get("image_std")
+        identity = isinstance(mean, list) and isinstance(std, list) and all(m == 0 for m in mean) and all(s == 1 for s in std)
+        if not identity:
+            raise PublishError(
+                "The image processor normalises its output (do_normalize: true), but MIMIR models take [0, 1] pixels "
+                "and ε is measured there; save it with do_normalize=False."
+            )
+    size, image_size = processor.get("size"), config.get("image_size")
+    if isinstance(size, dict) and "height" in size and isinstance(image_size, int):
+        if (size.get("height"), size.get("width")) != (image_size, image_size):
+            raise PublishError(
+                f"The image processor resizes to {size.get('height')}x{size.get('width')} but the model takes "
+                f"{image_size}x{image_size} images."
+            )
+    return config
+
+
+def _check_report_matches(folder: Path, report: dict[str, Any]) -> None:
+    """A report about another checkpoint must not end up on this one's card."""
+    model = report.get("model")
+    if not isinstance(model, str) or not model:
+        return
+    evaluated = Path(model)
+    if not evaluated.is_dir():
+        return  # a Hub id or a path from another machine: nothing to compare locally
+    if evaluated.resolve() == folder.resolve():
+        return
+    ours, theirs = sorted(folder.glob("*.safetensors")), sorted(evaluated.glob("*.safetensors"))
+    if theirs and [p.name for p in ours] == [p.name for p in theirs] and _sha256_of(ours) == _sha256_of(theirs):
+        return
+    raise PublishError(
+        f"{report.get('_path', REPORT_FILENAME)} evaluated {model!r}, whose weights differ from those in "
+        f"{str(folder)!r}; evaluate this checkpoint (or pass the matching report)."
+    )
+
+
+def files_to_publish(
+    folder: str | Path, *, kind: CardKind = "classifier", report: str | Path | None = None
+) -> dict[str, Path]:
+    """The local files that go into the commit, by path in the repo (the card excluded).
+
+    Raises:
+        PublishError: the checkpoint is not publishable (see `_check_checkpoint`).
+        MissingEvaluationError: a classifier without a usable `robustness.json`.
+    """
+    folder = Path(folder)
+    _check_checkpoint(folder, kind)
+    files: dict[str, Path] = {}
+    for pattern in WEIGHT_PATTERNS:
+        for path in sorted(folder.glob(pattern)):
+            files[path.name] = path
+    files["config.json"] = folder / "config.json"
+    files[IMAGE_PROCESSOR_FILE] = folder / IMAGE_PROCESSOR_FILE
+    if kind == "classifier":
+        report_path = Path(report) if report is not None else folder / REPORT_FILENAME
+        loaded = load_robustness_report(report_path)
+        check_classifier_report(loaded)
+        _check_report_matches(folder, loaded)
+        report_file = Path(loaded["_path"])
+        files[REPORT_FILENAME] = report_file
+        log_name = loaded.get("autoattack_log")
+        if log_name:
+            log_path = report_file.parent / log_name
+            if not log_path.is_file():
+                raise PublishError(f"{report_file} names the AutoAttack log {log_name!r}, but {str(log_path)!r} does not exist.")
+            files[Path(log_name).name] = log_path
+    return files
+
+
+def publish_checkpoint(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    kind: CardKind = "classifier",
+    report: str | Path | None = None,
+    base_model: str | None = None,
+    dataset_id: str | None = None,
+    license: str = "apache-2.0",  # noqa: A002 - the Hub's metadata key
+    private: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    commit_message: str | None = None,
+    template: str | Path | None = None,
+    dry_run: bool = False,
+    card_path: str | Path | None = None,
+) -> PublishResult:
+    """Render the card and push the checkpoint in `folder` to `repo_id` in one commit.
+
+    Args:
+        folder: the `save_pretrained` directory (weights, config, image processor, recipe_config.yaml).
+        repo_id: "<namespace>/<name>"; created if it does not exist.
+        kind: "classifier" (requires the evaluation report) or "pretraining".
+        report: the `robustness.json` (or its directory); default `<folder>/robustness.json`.
+        base_model: for a classifier, the Hub id of the pretraining checkpoint (card `base_model`).
+        dataset_id: Hub dataset id for the card's `datasets` metadata.
+        license: license id in the card metadata.
+        private: create the repo as private (an existing repo keeps its visibility).
+        token: a Hub token; default `HF_TOKEN` or the login cache. Never logged.
+        endpoint: Hub URL; default `HF_ENDPOINT` as read when huggingface_hub was imported.
+        commit_message: default "Upload MIMIR <kind> checkpoint".
+        template: a Jinja template to use instead of the packaged one.
+        dry_run: write the card locally (to `card_path`, default `<folder>/README.md`) and push nothing.
+        card_path: where a dry run writes the card.
+
+    Raises:
+        MissingEvaluationError: a classifier without clean, PGD and AutoAttack results.
+        PublishError: an unpublishable checkpoint, no token, or a failed upload (token scrubbed).
+    """
+    folder = Path(folder)
+    files = files_to_publish(folder, kind=kind, report=report)
+    report_path = files.get(REPORT_FILENAME)
+
+    if not dry_run:
+        from huggingface_hub import get_token
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            raise PublishError(f"Invalid repo id {repo_id!r}: {error}") from None
+        token = token or get_token()
+        if not token:
+            raise PublishError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...).")
+    secrets = (token,) if token else ()
+
+    card = build_model_card(
+        folder,
+        kind=kind,
+        repo_id=repo_id,
+        report=report_path,
+        base_model=base_model,
+        dataset_id=dataset_id,
+        license=license,
+        template=template,
+        secrets=secrets,
+    )
+    card_text = str(card)
+    uploads: dict[str, bytes | Path] = dict(files)
+    uploads["README.md"] = card_text.encode("utf-8")
+    recipe = load_recipe_config(folder, secrets)
+    if recipe is not None:
+        uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+
+    if dry_run:
+        target = Path(card_path) if card_path is not None else folder / "README.md"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(card_text, encoding="utf-8")
+        logger.info("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
+        return PublishResult(repo_id, None, None, None, sorted(uploads), [], card_text, dry_run=True)
+
+    try:
+        return _push(uploads, repo_id, kind=kind, private=private, token=token, endpoint=endpoint,
+                     commit_message=commit_message, card_text=card_text)
+    except PublishError as error:
+        raise PublishError(_redact(str(error), token)) from None
+    except Exception as error:  # noqa: BLE001 - every failure is re-raised, scrubbed of the token
+        raise PublishError(
+            f"Publishing {str(folder)!r} to {repo_id!r} failed: {type(error).__name__}: {_redact(str(error), token)}"
+        ) from None
+
+
+def _push(uploads, repo_id, *, kind, private, token, endpoint, commit_message, card_text) -> PublishResult:
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    repo_id = repo_url.repo_id or repo_id
+    existing = api.list_repo_files(repo_id, repo_type="model")
+    stale = sorted(
+        path for path in existing
+        if path not in uploads and any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)
+    )
+    operations: list = [CommitOperationDelete(path_in_repo=path) for path in stale]
+    for path_in_repo, source in sorted(uploads.items()):
+        operations.append(CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=source if isinstance(source, bytes) else str(source)))
+    logger.info("Pushing %d file(s) to %s in one commit%s.", len(uploads), repo_id,
+                f" (removing stale {stale})" if stale else "")
+    info = api.create_commit(
+        repo_id,
+        operations,
+        commit_message=commit_message or f"Upload MIMIR {kind} checkpoint",
+        commit_description="Weights, config, image processor and model card generated by mimir_hf.hub"
+        + (" from robustness.json." if kind == "classifier" else "."),
+        repo_type="model",
+    )
+    return PublishResult(repo_id, str(repo_url), info.oid, info.commit_url, sorted(uploads), stale, card_text)

@@ -1,0 +1,230 @@
+"""Model cards and publishing checks that need no server (card generation works offline)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from hub_server import build_tiny_checkpoints
+
+from mimir_hf.hub import (
+    REQUIRED_TAGS,
+    MissingEvaluationError,
+    PublishError,
+    build_model_card,
+    files_to_publish,
+    publish_checkpoint,
+    render_model_card,
+    template_path,
+    validate_model_card,
+)
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "publish.py"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return build_tiny_checkpoints(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def classifier(checkpoints, tmp_path):
+    """A private copy of the classifier checkpoint that a test may break."""
+    target = tmp_path / "classifier"
+    shutil.copytree(checkpoints["classifier"], target)
+    report = json.loads((target / "robustness.json").read_text())
+    report["model"] = str(target)
+    (target / "robustness.json").write_text(json.dumps(report))
+    return target
+
+
+def _report(folder: Path) -> dict:
+    return json.loads((folder / "robustness.json").read_text())
+
+
+def test_templates_ship_with_the_package():
+    for kind in ("classifier", "pretraining"):
+        assert template_path(kind).is_file()
+        assert template_path(kind).parent.name == "templates"
+
+
+def test_classifier_card_round_trip(classifier):
+    report = _report(classifier)
+    text = render_model_card(classifier, repo_id="org/mimir-tiny", base_model="org/mimir-tiny-pretrain")
+    card = validate_model_card(text, report=report, base_model="org/mimir-tiny-pretrain")
+
+    data = card.data
+    assert data.library_name == "transformers"
+    assert data.pipeline_tag == "image-classification"
+    assert data.license == "apache-2.0"
+    assert set(REQUIRED_TAGS) <= set(data.tags)
+    assert data.base_model == "org/mimir-tiny-pretrain"
+    assert data.model_name == "mimir-tiny"
+    results = {r.metric_config: r for r in data.eval_results}
+    # every non-sweep entry of the report, with its value copied verbatim
+    assert set(results) == {"clean", "pgd-20", "pgd-100", "autoattack"}
+    for name, result in results.items():
+        assert result.metric_value == report["attacks"][name]["accuracy"]
+        assert result.dataset_split == "test"
+    assert results["clean"].metric_type == "accuracy"
+    assert results["autoattack"].metric_args["epsilon"] == report["threat_model"]["epsilon"]
+    assert results["autoattack"].metric_args["library"] == "autoattack"
+    assert results["autoattack"].metric_args["library_version"] == "0.2.0"
+    assert results["pgd-20"].metric_args["steps"] == 20
+
+    body = card.text
+    assert "8/255" in body and "[0, 1]" in body and "never mean/std-normalised" in body
+    assert "42.19" in body and "39.06" in body  # the report's numbers, as percentages
+    assert "PGD-20 at ε=16/255" in body  # the sweep, in the body only
+    assert 'pipeline("image-classification", model="org/mimir-tiny")' in body
+    assert 'AutoModelForImageClassification.from_pretrained("org/mimir-tiny")' in body
+    assert "arXiv:2312.04960" in body and "Xu, Yu, Wu, Picek" in body
+    assert "learning_rate: 0.001" in body  # the recipe config, embedded
+    assert "hf_this_must_not_leak" not in text and "hub_token: <redacted>" in body
+
+
+def test_card_follows_the_report_not_hand_typed_numbers(classifier):
+    report = _report(classifier)
+    report["attacks"]["autoattack"]["accuracy"] = 0.123456
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    card = build_model_card(classifier, repo_id="org/x")
+    assert {r.metric_config: r.metric_value for r in card.data.eval_results}["autoattack"] == 0.123456
+    with pytest.raises(ValueError, match="autoattack: card says 0.123456"):
+        bad = dict(report, attacks={**report["attacks"], "autoattack": {**report["attacks"]["autoattack"], "accuracy": 0.5}})
+        validate_model_card(str(card), report=bad)
+
+
+def test_failed_sanity_checks_are_flagged(classifier):
+    report = _report(classifier)
+    report["checks"].append({"name": "black_box_weaker_than_white_box", "passed": False, "detail": "square beat PGD"})
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    text = render_model_card(classifier, repo_id="org/x")
+    assert "sanity checks did not all pass" in text
+    assert "Sanity check `black_box_weaker_than_white_box` failed" in text
+
+
+def test_pretraining_card(checkpoints):
+    text = render_model_card(checkpoints["pretraining"], kind="pretraining", repo_id="org/mimir-tiny-pretrain")
+    card = validate_model_card(text, kind="pretraining")
+    assert card.data.pipeline_tag == "image-feature-extraction"
+    assert not card.data.eval_results and card.data.base_model is None
+    assert 'AutoModel.from_pretrained("org/mimir-tiny-pretrain", mask_ratio=0.0)' in card.text
+    assert "mimir_epsilon" in card.text and "ε = 8/255" in card.text  # MIMIR settings from config.json
+    assert "no robustness claim" in card.text.replace("\n", " ")
+
+
+def test_malformed_model_index_is_rejected(classifier):
+    text = render_model_card(classifier, repo_id="org/x")
+    broken = text.replace("  results:\n", "  resultz:\n", 1)
+    with pytest.raises(ValueError, match="model.index"):
+        validate_model_card(broken)
+    with pytest.raises(ValueError, match="library_name"):
+        validate_model_card(text.replace("library_name: transformers", "library_name: timm"))
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no report", "No evaluation report"),
+        ("no autoattack", "lacks 'autoattack'"),
+        ("no pgd", "lacks a PGD entry"),
+        ("no clean", "lacks 'clean'"),
+        ("other epsilon", "ran at epsilon"),
+    ],
+)
+def test_refuses_a_classifier_without_evaluation_results(classifier, breakage, message):
+    report = _report(classifier)
+    if breakage == "no report":
+        (classifier / "robustness.json").unlink()
+    else:
+        if breakage == "no autoattack":
+            del report["attacks"]["autoattack"]
+        elif breakage == "no pgd":
+            del report["attacks"]["pgd-20"], report["attacks"]["pgd-100"]
+        elif breakage == "no clean":
+            del report["attacks"]["clean"]
+        elif breakage == "other epsilon":
+            report["attacks"]["pgd-20"]["epsilon"] = 4 / 255
+        (classifier / "robustness.json").write_text(json.dumps(report))
+    with pytest.raises(MissingEvaluationError, match=message):
+        publish_checkpoint(classifier, "org/x", token="hf_fake_token_123", dry_run=True)
+    with pytest.raises(MissingEvaluationError):
+        render_model_card(classifier)
+
+
+def test_refuses_unloadable_or_normalising_checkpoints(classifier):
+    processor = json.loads((classifier / "preprocessor_config.json").read_text())
+    (classifier / "preprocessor_config.json").write_text(json.dumps({**processor, "do_normalize": True}))
+    with pytest.raises(PublishError, match="normalises"):
+        files_to_publish(classifier)
+    (classifier / "preprocessor_config.json").write_text(json.dumps(processor))
+
+    config = json.loads((classifier / "config.json").read_text())
+    (classifier / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
+    with pytest.raises(PublishError, match="trust_remote_code"):
+        files_to_publish(classifier)
+    (classifier / "config.json").write_text(json.dumps(config))
+
+    (classifier / "model.safetensors").rename(classifier / "pytorch_model.bin")
+    with pytest.raises(PublishError, match="No safetensors weights"):
+        files_to_publish(classifier)
+
+
+def test_refuses_a_report_about_another_model(classifier, checkpoints):
+    report = _report(classifier)
+    report["model"] = str(checkpoints["pretraining"])  # exists, different weights
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    with pytest.raises(PublishError, match="weights differ"):
+        files_to_publish(classifier)
+
+
+def test_files_to_publish(classifier):
+    files = files_to_publish(classifier)
+    assert set(files) == {"model.safetensors", "config.json", "preprocessor_config.json", "robustness.json", "autoattack.log"}
+
+
+def test_token_is_never_in_an_error(classifier, monkeypatch):
+    secret = "hf_SECRETtoken0123456789"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    (classifier / "robustness.json").unlink()
+    with pytest.raises(MissingEvaluationError) as refused:
+        publish_checkpoint(classifier, "org/x")
+    assert secret not in str(refused.value)
+    with pytest.raises(PublishError) as invalid:
+        publish_checkpoint(classifier, "not a/valid/repo id", kind="pretraining")
+    assert secret not in str(invalid.value)
+
+
+def test_no_token_is_a_clear_error(checkpoints, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(PublishError, match="HF_TOKEN"):
+        publish_checkpoint(checkpoints["pretraining"], "org/x", kind="pretraining")
+
+
+def test_publish_recipe_dry_run_writes_the_card(classifier, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    spec = importlib.util.spec_from_file_location("publish_recipe", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "publish_recipe", recipe)  # dataclasses look their module up
+    spec.loader.exec_module(recipe)
+    card_path = tmp_path / "card" / "README.md"
+    result = recipe.main(
+        ["--checkpoint", str(classifier), "--repo_id", "org/mimir-tiny", "--dry_run", "--card_path", str(card_path),
+         "--base_model", "org/mimir-tiny-pretrain"]
+    )
+    assert result.dry_run and result.commit_oid is None
+    assert set(result.files) >= {"README.md", "model.safetensors", "robustness.json", "autoattack.log", "recipe_config.yaml"}
+    card = validate_model_card(card_path.read_text(), report=_report(classifier), base_model="org/mimir-tiny-pretrain")
+    assert card.data.model_name == "mimir-tiny"
+    with pytest.raises(ValueError, match="Unknown option"):
+        config = tmp_path / "bad.yaml"
+        config.write_text("repo_idd: org/x\n")
+        recipe.main(["--config", str(config)])
