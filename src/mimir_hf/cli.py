@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
-__all__ = ["parse_recipe_args", "load_yaml_config"]
+__all__ = ["parse_recipe_args", "load_yaml_config", "recipe_config_dict", "save_recipe_config"]
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -91,3 +92,35 @@ def parse_recipe_args(
         return parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
     except ValueError as error:
         raise ValueError(f"{error} Run with --help to list the options.") from None
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe form of a dataclass value (enums by value, paths and other objects as strings)."""
+    if isinstance(value, enum.Enum):  # before str: transformers' enums are str subclasses
+        return value.value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def recipe_config_dict(*instances: Any) -> dict[str, Any]:
+    """One flat mapping of every init field of the given dataclass instances (secrets left out)."""
+    values: dict[str, Any] = {}
+    for instance in instances:
+        for f in dataclasses.fields(instance):
+            if not f.init or "token" in f.name:
+                continue
+            values[f.name] = _plain(getattr(instance, f.name))
+    return values
+
+
+def save_recipe_config(output_dir: str | Path, *instances: Any, filename: str = "recipe_config.yaml") -> Path:
+    """Write the arguments a run used, in a form `--config` reads back, so every output says how it was made."""
+    path = Path(output_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe_config_dict(*instances), sort_keys=False), encoding="utf-8")
+    return path

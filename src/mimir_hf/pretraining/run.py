@@ -1,0 +1,148 @@
+"""What `recipes/pretrain.py` does, as a library function so that it can be tested and reused.
+
+The recipe stays a thin command-line shell; this module turns its three argument dataclasses
+into a model, data, a `MimirTrainer` run, and an output folder that holds everything a user (or
+the finetuning recipe) needs: the checkpoint, its image processor, the arguments it was made
+with, and a picture of its reconstructions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..cli import save_recipe_config
+from ..data import DataArguments, collate_images, eval_transform, load_image_dataset, make_image_processor, train_transform, with_transform
+from ..modeling import MimirForPreTraining, mimir_config
+from .arguments import MimirTrainingArguments
+from .trainer import MimirTrainer
+from .visualize import save_reconstruction_grid
+
+__all__ = ["PretrainModelArguments", "build_model", "run_pretraining"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainModelArguments:
+    """Which network to pretrain: a named size (optionally shrunk) or an existing ViT-MAE checkpoint."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from a ViT-MAE / MIMIR checkpoint (path or Hub id) instead of a new model."}
+    )
+    model_size: str = field(default="vit-t", metadata={"help": "vit-t, vit-s, vit-b or vit-l (the paper's encoders)."})
+    patch_size: int | None = field(default=None, metadata={"help": "Patch size; default 2 / 4 / 16 for 32 / 64 / 224 px."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small CPU runs)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override the MLP width (default 4 × hidden)."})
+    norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised targets (all published runs)."})
+    num_preview_images: int = field(default=8, metadata={"help": "Rows of the reconstruction grid PNG (0: none)."})
+
+
+def build_model(model_args: PretrainModelArguments, image_size: int) -> MimirForPreTraining:
+    """A new MIMIR model from a preset, or one loaded from a ViT-MAE checkpoint."""
+    if model_args.model_name_or_path:
+        return MimirForPreTraining.from_pretrained(model_args.model_name_or_path)
+    overrides: dict[str, Any] = {
+        name: getattr(model_args, name)
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        if getattr(model_args, name) is not None
+    }
+    if "hidden_size" in overrides and "intermediate_size" not in overrides:
+        overrides["intermediate_size"] = 4 * overrides["hidden_size"]
+    config = mimir_config(
+        model_args.model_size, image_size, model_args.patch_size, norm_pix_loss=model_args.norm_pix_loss, **overrides
+    )
+    return MimirForPreTraining(config)
+
+
+def _resolve_resume(training_args: MimirTrainingArguments) -> str | bool | None:
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "auto", "true", "True"):
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting afresh.", resume, training_args.output_dir)
+        return last
+    return resume
+
+
+def run_pretraining(
+    model_args: PretrainModelArguments,
+    data_args: DataArguments,
+    training_args: MimirTrainingArguments,
+) -> dict[str, Any]:
+    """Pretrain, save to `training_args.output_dir`, and return the training metrics."""
+    set_seed(training_args.seed)
+    if model_args.model_name_or_path:
+        model = build_model(model_args, image_size=0)
+        image_size = model.config.image_size
+        if data_args.image_size not in (None, image_size):
+            raise ValueError(
+                f"image_size={data_args.image_size} but the checkpoint was built for {image_size}; leave image_size unset."
+            )
+    else:
+        image_size = data_args.image_size or 32
+        model = build_model(model_args, image_size)
+
+    train_data = load_image_dataset(
+        data_args.dataset,
+        data_args.train_split,
+        config_name=data_args.dataset_config,
+        image_column=data_args.image_column,
+        label_column=data_args.label_column,
+        max_samples=data_args.max_train_samples,
+    )
+    global_batch = training_args.per_device_train_batch_size * training_args.world_size
+    if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
+        raise ValueError(
+            f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
+            f"batch of {global_batch}; lower per_device_train_batch_size or add data."
+        )
+    eval_data = None
+    if training_args.eval_strategy != "no":
+        eval_data = load_image_dataset(
+            data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
+            image_column=data_args.image_column, label_column=data_args.label_column, max_samples=data_args.max_eval_samples,
+        )
+        eval_data = with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction))
+
+    trainer = MimirTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=with_transform(train_data, train_transform(image_size)),
+        eval_dataset=eval_data,
+        data_collator=collate_images,
+    )
+    result = trainer.train(resume_from_checkpoint=_resolve_resume(training_args))
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        make_image_processor(image_size, data_args.eval_crop_fraction).save_pretrained(output_dir)
+        save_recipe_config(output_dir, model_args, data_args, training_args)
+        if model_args.num_preview_images > 0:
+            preview = load_image_dataset(data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
+                                         image_column=data_args.image_column, label_column=data_args.label_column,
+                                         max_samples=model_args.num_preview_images)
+            pixels = collate_images(list(with_transform(preview, eval_transform(image_size, data_args.eval_crop_fraction))))
+            unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+            path = save_reconstruction_grid(unwrapped, pixels["pixel_values"].to(unwrapped.device), output_dir / "reconstructions.png")
+            logger.info("Reconstruction grid written to %s", path)
+    return result.metrics
+
+
+def finish_distributed() -> None:
+    """Tear down the process group; without it rank 0 can abort at exit and the launcher reports failure."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
