@@ -117,6 +117,13 @@ ONLINE_CLIENT = textwrap.dedent(
         encoder = AutoModel.from_pretrained(args["pretraining_repo"], mask_ratio=0.0)
         return {"class": type(encoder).__name__, "mimir_epsilon": getattr(encoder.config, "mimir_epsilon", None)}
 
+    @step("stale_weights_removed")
+    def _():
+        api.upload_file(path_or_fileobj=b"old shard", path_in_repo="model-00001-of-00002.safetensors",
+                        repo_id=args["pretraining_repo"])
+        r = publish_checkpoint(args["pretraining"], args["pretraining_repo"], kind="pretraining")
+        return {"deleted": r.deleted, "files": sorted(api.list_repo_files(args["pretraining_repo"]))}
+
     @step("login_cache_token")
     def _():
         # No HF_TOKEN: the token must come from the login cache ($HF_HOME/token).
@@ -279,6 +286,12 @@ def test_from_pretrained_and_pipeline_match_the_model_before_upload(published):
     assert 0.0 <= value["pixel_range"][0] and value["pixel_range"][1] <= 1.0  # no normalisation
     pre = _ok(published["online"], "load_pretraining")
     assert pre["class"] == "ViTMAEModel" and abs(pre["mimir_epsilon"] - 8 / 255) < 1e-12
+
+
+def test_stale_weight_files_are_removed_in_the_same_commit(published):
+    value = _ok(published["online"], "stale_weights_removed")
+    assert value["deleted"] == ["model-00001-of-00002.safetensors"]
+    assert "model-00001-of-00002.safetensors" not in value["files"] and "model.safetensors" in value["files"]
 
 
 def test_token_from_login_cache(published):
