@@ -831,6 +831,9 @@ def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
     pre_config.mimir_mi_weight = 1e-5
     ViTMAEForPreTraining(pre_config).save_pretrained(pretraining_dir)
     processor.save_pretrained(pretraining_dir)
+    # as saved from mimir_hf's MimirForPreTraining subclass: a class stock transformers does not have
+    saved = json.loads((pretraining_dir / "config.json").read_text())
+    (pretraining_dir / "config.json").write_text(json.dumps({**saved, "architectures": ["MimirForPreTraining"]}, indent=2))
     (pretraining_dir / "recipe_config.yaml").write_text("dataset: builtin:digits\nimage_size: 16\nmask_ratio: 0.75\n")
 
     inputs = processor(images=tiny_images(), return_tensors="pt")

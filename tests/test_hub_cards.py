@@ -115,6 +115,7 @@ def test_pretraining_card(checkpoints):
     assert 'AutoModel.from_pretrained("org/mimir-tiny-pretrain", mask_ratio=0.0)' in card.text
     assert "mimir_epsilon" in card.text and "ε = 8/255" in card.text  # MIMIR settings from config.json
     assert "no robustness claim" in card.text.replace("\n", " ")
+    assert "`ViTMAEForPreTraining` checkpoint" in card.text and "MimirForPreTraining" not in card.text
 
 
 def test_malformed_model_index_is_rejected(classifier):
@@ -180,6 +181,15 @@ def test_refuses_a_report_about_another_model(classifier, checkpoints):
     (classifier / "robustness.json").write_text(json.dumps(report))
     with pytest.raises(PublishError, match="weights differ"):
         files_to_publish(classifier)
+
+
+def test_uploaded_config_names_a_stock_class(checkpoints, classifier):
+    from mimir_hf.hub.publish import stock_config_json
+
+    assert stock_config_json(classifier, "classifier") is None  # already ViTForImageClassification
+    rewritten = json.loads(stock_config_json(checkpoints["pretraining"], "pretraining"))
+    assert rewritten["architectures"] == ["ViTMAEForPreTraining"]
+    assert rewritten["mimir_epsilon"] == pytest.approx(8 / 255)
 
 
 def test_files_to_publish(classifier):

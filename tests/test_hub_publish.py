@@ -115,7 +115,9 @@ ONLINE_CLIENT = textwrap.dedent(
     @step("load_pretraining")
     def _():
         encoder = AutoModel.from_pretrained(args["pretraining_repo"], mask_ratio=0.0)
-        return {"class": type(encoder).__name__, "mimir_epsilon": getattr(encoder.config, "mimir_epsilon", None)}
+        config = json.load(open(hf_hub_download(args["pretraining_repo"], "config.json")))
+        return {"class": type(encoder).__name__, "mimir_epsilon": getattr(encoder.config, "mimir_epsilon", None),
+                "architectures": config["architectures"]}
 
     @step("stale_weights_removed")
     def _():
@@ -286,6 +288,7 @@ def test_from_pretrained_and_pipeline_match_the_model_before_upload(published):
     assert 0.0 <= value["pixel_range"][0] and value["pixel_range"][1] <= 1.0  # no normalisation
     pre = _ok(published["online"], "load_pretraining")
     assert pre["class"] == "ViTMAEModel" and abs(pre["mimir_epsilon"] - 8 / 255) < 1e-12
+    assert pre["architectures"] == ["ViTMAEForPreTraining"]  # rewritten from the subclass' name
 
 
 def test_stale_weight_files_are_removed_in_the_same_commit(published):

@@ -122,6 +122,19 @@ def _config_extras(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in stock and k not in ignore}
 
 
+def stock_classes(model_type: str, kind: CardKind) -> tuple[str, str]:
+    """The stock transformers classes (head model, bare encoder) that load a `model_type` checkpoint."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_PRETRAINING_MAPPING_NAMES,
+        MODEL_MAPPING_NAMES,
+    )
+
+    heads = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if kind == "classifier" else MODEL_FOR_PRETRAINING_MAPPING_NAMES
+    default = "ViTForImageClassification" if kind == "classifier" else "ViTMAEForPreTraining"
+    return heads.get(model_type, default), MODEL_MAPPING_NAMES.get(model_type, "AutoModel")
+
+
 def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
     hidden = config.get("hidden_size")
     layers = config.get("num_hidden_layers")
@@ -130,16 +143,14 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
     description = (
         f"{size} Vision Transformer" if size else f"Vision Transformer (hidden size {hidden}, {layers} layers, {heads} heads)"
     )
-    architectures = config.get("architectures") or []
     model_type = config.get("model_type", "?")
-    default_class = "ViTForImageClassification" if kind == "classifier" else "ViTMAEForPreTraining"
-    base_class = {"vit": "ViTModel", "vit_mae": "ViTMAEModel"}.get(model_type, "AutoModel")
+    class_name, base_class = stock_classes(model_type, kind)
     id2label = config.get("id2label") or {}
     return {
         "description": description,
         "size_name": size,
         "model_type": model_type,
-        "class_name": architectures[0] if architectures else default_class,
+        "class_name": class_name,
         "base_class_name": base_class,
         "image_size": config.get("image_size"),
         "patch_size": config.get("patch_size"),

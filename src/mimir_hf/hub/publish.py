@@ -1,6 +1,7 @@
 """Push a MIMIR checkpoint to the Hugging Face Hub in one commit.
 
-What goes up: the safetensors weights (and their index when sharded), `config.json`, the image
+What goes up: the safetensors weights (and their index when sharded), `config.json` (with
+`architectures` naming the stock transformers class), the image
 processor (`preprocessor_config.json`), the generated card (`README.md`), the training
 configuration (`recipe_config.yaml`, secrets removed) and, for a classifier, `robustness.json` and
 the AutoAttack log it names. Everything is one `create_commit`, so a repo never shows weights
@@ -25,7 +26,7 @@ import yaml
 from .cards import RECIPE_CONFIG, CardKind, build_model_card, load_recipe_config
 from .report import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
 
-__all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint"]
+__all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint", "stock_config_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +123,35 @@ def _check_checkpoint(folder: Path, kind: CardKind) -> dict[str, Any]:
                 "The image processor normalises its output (do_normalize: true), but MIMIR models take [0, 1] pixels "
                 "and ε is measured there; save it with do_normalize=False."
             )
-    size, image_size = processor.get("size"), config.get("image_size")
+    size = processor.get("crop_size") if processor.get("do_center_crop") else processor.get("size")
+    image_size = config.get("image_size")
     if isinstance(size, dict) and "height" in size and isinstance(image_size, int):
         if (size.get("height"), size.get("width")) != (image_size, image_size):
             raise PublishError(
-                f"The image processor resizes to {size.get('height')}x{size.get('width')} but the model takes "
-                f"{image_size}x{image_size} images."
+                f"The image processor outputs {size.get('height')}x{size.get('width')} images but the model takes "
+                f"{image_size}x{image_size}."
             )
     return config
+
+
+def stock_config_json(folder: str | Path, kind: CardKind) -> bytes | None:
+    """config.json with `architectures` naming the stock class, or None when it already does.
+
+    A checkpoint saved from a subclass (e.g. `MimirForPreTraining`) records that class; the Hub builds
+    its "use this model" snippet from it, and stock transformers has no such class.
+    """
+    import transformers
+
+    from .cards import stock_classes
+
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    stock, _ = stock_classes(config.get("model_type", ""), kind)
+    architectures = config.get("architectures") or []
+    if architectures and all(hasattr(transformers, name) for name in architectures):
+        return None
+    config["architectures"] = [stock]
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _check_report_matches(folder: Path, report: dict[str, Any]) -> None:
@@ -254,6 +276,9 @@ def publish_checkpoint(
     card_text = str(card)
     uploads: dict[str, bytes | Path] = dict(files)
     uploads["README.md"] = card_text.encode("utf-8")
+    config_bytes = stock_config_json(folder, kind)
+    if config_bytes is not None:
+        uploads["config.json"] = config_bytes
     recipe = load_recipe_config(folder, secrets)
     if recipe is not None:
         uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
