@@ -1,0 +1,60 @@
+"""Robustness evaluation of image classifiers, L∞ in pixel space [0, 1].
+
+`evaluate_robustness(model, data, attacks=[...])` runs the named attacks (clean, PGD-k, CW-L∞,
+AutoAttack and Square from the authors' `pyautoattack`, and the MIMIR-aware adaptive PGD-MI and
+PGD-feature), checks the figures against each other for signs of gradient masking, and writes
+`robustness.json` (schema in docs/CONTRACTS.md), per-sample results, AutoAttack's log and an
+accuracy-vs-ε plot. `robust_accuracy_metric_path()` is a local `evaluate` module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .arguments import EvaluationArguments
+from .attacks import Attack, AttackSettings, AttackSpec, build_attack, format_epsilon, parse_attack_name, parse_budget
+from .checks import run_checks
+from .report import RobustnessReport, load_per_sample
+from .results import AttackResult, Check
+from .runner import (
+    DEFAULT_ATTACKS,
+    DEFAULT_EPSILON_SWEEP,
+    GradientMaskingWarning,
+    evaluate_from_args,
+    evaluate_robustness,
+    load_classifier,
+    plan_attacks,
+)
+from .wrapper import LogitsModel, normalization_from_processor
+
+
+def robust_accuracy_metric_path() -> str:
+    """Path of the robust-accuracy `evaluate` module: `evaluate.load(robust_accuracy_metric_path())` (offline)."""
+    return str(Path(__file__).parent / "metric" / "robust_accuracy.py")
+
+
+__all__ = [
+    "DEFAULT_ATTACKS",
+    "DEFAULT_EPSILON_SWEEP",
+    "Attack",
+    "AttackResult",
+    "AttackSettings",
+    "AttackSpec",
+    "Check",
+    "EvaluationArguments",
+    "GradientMaskingWarning",
+    "LogitsModel",
+    "RobustnessReport",
+    "build_attack",
+    "evaluate_from_args",
+    "evaluate_robustness",
+    "format_epsilon",
+    "load_classifier",
+    "load_per_sample",
+    "normalization_from_processor",
+    "parse_attack_name",
+    "parse_budget",
+    "plan_attacks",
+    "robust_accuracy_metric_path",
+    "run_checks",
+]

@@ -1,0 +1,77 @@
+"""The evaluation half of `recipes/evaluate.py`'s command line (the data half is `mimir_hf.data.DataArguments`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .attacks import parse_budget
+
+__all__ = ["EvaluationArguments"]
+
+
+@dataclass
+class EvaluationArguments:
+    """What to attack, how hard, and where the report goes. Budgets accept `8/255` or `0.0314`."""
+
+    model_name_or_path: str = field(
+        default="outputs/quickstart-finetune",
+        metadata={"help": "Image classifier to evaluate: a directory written by `save_pretrained` or a Hub id."},
+    )
+    output_dir: str = field(
+        default="outputs/quickstart-eval",
+        metadata={"help": "Where robustness.json, per_sample.npz, autoattack.log and the ε-curve PNG go."},
+    )
+    attacks: list[str] = field(
+        default_factory=lambda: ["clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"],
+        metadata={
+            "help": "Attacks to run: clean, pgd-<k>, cw, cw-<k>, autoattack, square, pgd-mi, pgd-feature; any may "
+            "end in @eps=<v>/255."
+        },
+    )
+    epsilon: str = field(default="8/255", metadata={"help": "Headline L∞ budget in [0, 1] pixel units (8/255)."})
+    step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})
+    restarts: int = field(default=1, metadata={"help": "Random restarts of the PGD-family attacks."})
+    epsilon_sweep: list[str] = field(
+        default_factory=lambda: ["1/255", "2/255", "4/255", "16/255", "64/255"],
+        metadata={"help": "Extra budgets for `sweep_attack` (the accuracy-vs-ε curve and the ε checks)."},
+    )
+    sweep_attack: str = field(default="pgd-20", metadata={"help": "Attack run at every sweep budget."})
+    cw_steps: int = field(default=30, metadata={"help": "Steps of the `cw` attack (PGD on the CW margin)."})
+    adaptive_steps: int = field(default=100, metadata={"help": "Steps of pgd-mi and pgd-feature."})
+    mi_weight: float = field(default=1e-5, metadata={"help": "Weight of nHSIC(features, x′) in pgd-mi."})
+    autoattack_version: str = field(
+        default="standard", metadata={"help": "AutoAttack version: standard, plus, or custom (+ autoattack_attacks)."}
+    )
+    autoattack_attacks: list[str] = field(
+        default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"],
+        metadata={"help": "AutoAttack components for autoattack_version=custom."},
+    )
+    square_queries: int = field(default=5000, metadata={"help": "Query budget of the stand-alone Square attack."})
+    batch_size: int = field(default=64, metadata={"help": "Images per attack batch."})
+    seed: int = field(default=0, metadata={"help": "Seed of every attack's random start."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 … (default: cuda if available)."})
+    check_tolerance: float = field(
+        default=0.005, metadata={"help": "Accuracy slack of the consistency checks (at least one sample)."}
+    )
+    large_epsilon_max_accuracy: float = field(
+        default=0.05, metadata={"help": "Accuracy at ε = 64/255 above which the large-ε check fails."}
+    )
+    fail_on_check: bool = field(
+        default=False, metadata={"help": "Exit with status 3 when a gradient-masking check fails."}
+    )
+    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attacks, str):
+            self.attacks = [a for a in self.attacks.replace(",", " ").split() if a]
+        if isinstance(self.epsilon_sweep, (str, float, int)):
+            self.epsilon_sweep = [a for a in str(self.epsilon_sweep).replace(",", " ").split() if a]
+        if isinstance(self.autoattack_attacks, str):
+            self.autoattack_attacks = [a for a in self.autoattack_attacks.replace(",", " ").split() if a]
+        parse_budget(self.epsilon)
+        if self.step_size is not None:
+            parse_budget(self.step_size, "step_size")
+        for value in self.epsilon_sweep:
+            parse_budget(value, "epsilon_sweep value")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")

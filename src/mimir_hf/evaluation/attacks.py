@@ -1,0 +1,391 @@
+"""The named attacks of a robustness evaluation, all L∞ in pixel space [0, 1].
+
+Every white-box attack here is the shared PGD core (`mimir_hf.attacks.pgd`) with a different
+objective; AutoAttack and Square come from the authors' own package (`pyautoattack`), never
+from a re-implementation. Names (the keys of `robustness.json`):
+
+========================  ==========================================================
+``clean``                 no attack
+``pgd-<k>``               k steps of PGD on cross-entropy, random start (``pgd-20``, ``pgd-100``)
+``cw`` / ``cw-<k>``       PGD on the Carlini–Wagner margin (CW-L∞); ``cw`` uses ``cw_steps``
+``autoattack``            AutoAttack (``autoattack_version``, "standard" = APGD-CE, APGD-T, FAB-T, Square)
+``square``                Square alone (black-box, score-based; for the gradient-masking check)
+``pgd-mi`` / ``-<k>``     adaptive: maximise CE + ``mi_weight`` · nHSIC(encoder features, x′)
+``pgd-feature`` / ``-<k>``  adaptive: maximise ‖f(x′) − f(x)‖₂ of the encoder's last hidden states
+========================  ==========================================================
+
+Any name may carry a budget of its own: ``pgd-20@eps=64/255`` (or ``@eps=0.25``); its step size
+scales with ε (α/ε as in the headline setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..attacks import cross_entropy_objective, cw_margin_objective, pgd
+from .wrapper import LogitsModel
+
+__all__ = [
+    "ATTACK_NAMES",
+    "Attack",
+    "AttackSettings",
+    "AttackSpec",
+    "autoattack_version",
+    "build_attack",
+    "capture_autoattack_log",
+    "format_epsilon",
+    "parse_attack_name",
+    "parse_budget",
+    "with_epsilon",
+]
+
+ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd-mi", "pgd-feature")
+_AUTOATTACK_LOGGER = "auto-attack"
+
+
+def parse_budget(value: float | int | str, name: str = "epsilon") -> float:
+    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"``."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(Fraction(text))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0 (an L∞ radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
+    if number > 1:
+        raise ValueError(
+            f"{name}={value!r} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
+            "(write 8/255, not 8)."
+        )
+    return number
+
+
+def format_epsilon(epsilon: float) -> str:
+    """``8/255`` style text for a budget (at most 4 decimals of grey levels)."""
+    levels = round(epsilon * 255, 4)
+    return f"{levels:g}/255"
+
+
+def autoattack_version() -> str:
+    try:
+        import pyautoattack
+
+        return str(getattr(pyautoattack, "__version__", "unknown"))
+    except ImportError:
+        return "not installed"
+
+
+@dataclass
+class AttackSettings:
+    """Defaults every named attack draws on (the headline threat model and the attack hyper-parameters)."""
+
+    epsilon: float = 8 / 255
+    step_size: float | None = None  # None: epsilon / 4 (2/255 at 8/255)
+    restarts: int = 1
+    cw_steps: int = 30
+    adaptive_steps: int = 100
+    mi_weight: float = 1e-5
+    autoattack_version: str = "standard"
+    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
+    square_queries: int = 5000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.epsilon = parse_budget(self.epsilon)
+        if self.step_size is None:
+            self.step_size = self.epsilon / 4
+        self.step_size = parse_budget(self.step_size, "step_size")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be >= 1, got {self.restarts}.")
+        for key in ("cw_steps", "adaptive_steps", "square_queries"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}.")
+        if self.mi_weight < 0:
+            raise ValueError(f"mi_weight must be >= 0, got {self.mi_weight}.")
+        if self.autoattack_version not in ("standard", "plus", "custom"):
+            raise ValueError(
+                f"autoattack_version must be 'standard', 'plus' or 'custom' (with autoattack_attacks), "
+                f"got {self.autoattack_version!r}. ('rand' is for randomised defences, which MIMIR models are not.)"
+            )
+        self.autoattack_attacks = tuple(self.autoattack_attacks)
+
+    @property
+    def step_ratio(self) -> float:
+        return (self.step_size / self.epsilon) if self.epsilon > 0 else 0.25
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One fully specified attack: what `robustness.json` records about it."""
+
+    name: str
+    kind: str  # clean | pgd | cw | autoattack | square | pgd-mi | pgd-feature
+    epsilon: float
+    steps: int | None = None
+    step_size: float | None = None
+    restarts: int = 1
+    seed: int = 0
+    library: str = "mimir_hf"
+    options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def white_box(self) -> bool:
+        return self.kind in ("pgd", "cw", "pgd-mi", "pgd-feature")
+
+
+_NAME = re.compile(r"^(?P<base>[a-z\-]+?)(?:-(?P<steps>\d+))?(?:@eps=(?P<eps>[0-9./]+))?$")
+_BASES = {"clean", "pgd", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"}
+
+
+def _unknown(name: str) -> ValueError:
+    known = ["clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"]
+    close = difflib.get_close_matches(name.split("@")[0], known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ValueError(
+        f"Unknown attack {name!r}.{hint} Known attacks: clean, pgd-<k> (e.g. pgd-20), cw, cw-<k>, autoattack, "
+        "square, pgd-mi, pgd-feature; any of them may end in @eps=<v>/255."
+    )
+
+
+def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
+    """Turn a name such as ``pgd-20`` or ``cw@eps=4/255`` into an `AttackSpec` (ValueError if unknown)."""
+    text = name.strip().lower()
+    match = _NAME.match(text)
+    if match is None or match.group("base") not in _BASES:
+        raise _unknown(name)
+    base, steps_text, eps_text = match.group("base"), match.group("steps"), match.group("eps")
+    epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}")
+    step_size = settings.step_size if eps_text is None else epsilon * settings.step_ratio
+    steps = int(steps_text) if steps_text is not None else None
+    suffix = "" if eps_text is None else f"@eps={format_epsilon(epsilon)}"
+    common = {"epsilon": epsilon, "seed": settings.seed}
+
+    if base == "clean":
+        if steps is not None or eps_text is not None:
+            raise _unknown(name)
+        return AttackSpec("clean", "clean", epsilon=0.0, steps=0, step_size=0.0, restarts=1, seed=settings.seed)
+    if base == "pgd":
+        if steps is None:
+            raise ValueError(f"Attack {name!r} needs a step count, e.g. 'pgd-20' or 'pgd-100'.")
+        return AttackSpec(f"pgd-{steps}{suffix}", "pgd", steps=steps, step_size=step_size, restarts=settings.restarts, **common)
+    if base == "cw":
+        k = settings.cw_steps if steps is None else steps
+        label = "cw" if steps is None else f"cw-{steps}"
+        return AttackSpec(f"{label}{suffix}", "cw", steps=k, step_size=step_size, restarts=settings.restarts, **common)
+    if base in ("pgd-mi", "pgd-feature"):
+        k = settings.adaptive_steps if steps is None else steps
+        label = base if steps is None else f"{base}-{steps}"
+        options = {"mi_weight": settings.mi_weight} if base == "pgd-mi" else {}
+        return AttackSpec(
+            f"{label}{suffix}", base, steps=k, step_size=step_size, restarts=settings.restarts, options=options, **common
+        )
+    if steps is not None:
+        raise _unknown(name)
+    if base == "autoattack":
+        version = settings.autoattack_version
+        options = {"version": version}
+        if version == "custom":
+            options["attacks"] = list(settings.autoattack_attacks)
+        return AttackSpec(f"autoattack{suffix}", "autoattack", library="autoattack", options=options, **common)
+    return AttackSpec(
+        f"square{suffix}", "square", steps=settings.square_queries, library="autoattack",
+        options={"queries": settings.square_queries}, **common,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# running one attack on one batch
+
+
+@dataclass
+class Attack:
+    """An `AttackSpec` bound to its implementation; `run` maps a clean batch to an adversarial one."""
+
+    spec: AttackSpec
+
+    def run(
+        self,
+        model: LogitsModel,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        kind = self.spec.kind
+        if kind == "clean":
+            return inputs
+        if kind in ("autoattack", "square"):
+            return _run_autoattack(self.spec, model, inputs, labels)
+        objective = _objective(self.spec, model, inputs, labels)
+
+        def fooled(x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model(x).argmax(dim=1) != labels
+
+        return pgd(
+            objective,
+            inputs,
+            epsilon=self.spec.epsilon,
+            step_size=float(self.spec.step_size or 0.0),
+            steps=int(self.spec.steps or 0),
+            random_start=True,
+            restarts=self.spec.restarts,
+            model=model,
+            model_mode="eval",
+            is_successful=fooled,
+            generator=generator,
+        )
+
+
+def build_attack(name: str, settings: AttackSettings) -> Attack:
+    return Attack(parse_attack_name(name, settings))
+
+
+def _objective(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor):
+    if spec.kind == "pgd":
+        return cross_entropy_objective(model, labels)
+    if spec.kind == "cw":
+        return cw_margin_objective(model, labels)
+    if spec.kind == "pgd-mi":
+        try:
+            from ..mutual_information import hsic_normalized_cca
+        except ImportError as error:  # pragma: no cover - the package ships it
+            raise ImportError("pgd-mi needs mimir_hf.mutual_information.hsic_normalized_cca.") from error
+        weight = float(spec.options.get("mi_weight", 1e-5))
+
+        def mi_objective(x: torch.Tensor) -> torch.Tensor:
+            logits, features = model.logits_and_features(x)
+            ce = F.cross_entropy(logits.float(), labels, reduction="none")
+            if weight == 0 or x.shape[0] < 2:
+                return ce
+            try:
+                hsic = hsic_normalized_cca(features.flatten(1).float(), x.flatten(1).float())
+            except torch.linalg.LinAlgError:  # singular kernel: this step follows CE alone, counted
+                spec.options["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) + 1
+                return ce
+            if not torch.isfinite(hsic):
+                spec.options["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) + 1
+                return ce
+            # Maximising mean(CE) + w·nHSIC is, up to the factor B that sign(∇) ignores, maximising
+            # Σ_i (CE_i + w·nHSIC): every sample carries the whole (batch-level) MI term.
+            return ce + weight * hsic
+
+        return mi_objective
+    if spec.kind == "pgd-feature":
+        with torch.no_grad():
+            _, clean_features = model.logits_and_features(inputs)
+        clean_features = clean_features.detach().flatten(1).float()
+
+        def feature_objective(x: torch.Tensor) -> torch.Tensor:
+            _, features = model.logits_and_features(x)
+            difference = features.flatten(1).float() - clean_features
+            return (difference.pow(2).sum(dim=1) + 1e-12).sqrt()
+
+        return feature_objective
+    raise ValueError(f"No objective for attack kind {spec.kind!r}.")
+
+
+def _autoattack_plan(spec: AttackSpec, num_classes: int) -> tuple[str, list[str] | None, str]:
+    """AutoAttack version and attack list for this model; a note when the class count forces a change."""
+    if spec.kind == "square":
+        return "custom", ["square"], ""
+    version = spec.options.get("version", "standard")
+    attacks = spec.options.get("attacks") if version == "custom" else None
+    note = ""
+    if num_classes < 4:
+        # APGD-T and APGD-DLR need >= 4 (targeted DLR) / >= 3 logits; keep what is defined.
+        planned = list(attacks) if attacks else (
+            ["apgd-ce", "apgd-t", "fab-t", "square"] if version == "standard"
+            else ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+        )
+        dropped = [a for a in planned if a == "apgd-t" or (a == "apgd-dlr" and num_classes < 3)]
+        if dropped:
+            attacks = [a for a in planned if a not in dropped]
+            note = f"{', '.join(dropped)} dropped: the DLR losses need more than {num_classes} classes"
+            version = "custom"
+    return version, attacks, note
+
+
+def _run_autoattack(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as error:  # pragma: no cover - a declared dependency
+        raise ImportError(
+            "AutoAttack needs the authors' package: pip install pyautoattack (imports without torchvision)."
+        ) from error
+    with torch.no_grad():
+        num_classes = int(model(inputs[:1]).shape[1])
+    version, attacks, note = _autoattack_plan(spec, num_classes)
+    if note:
+        spec.options["note"] = note
+    if attacks is not None:
+        spec.options["attacks_run"] = list(attacks)
+    adversary = AutoAttack(
+        model, norm="Linf", eps=spec.epsilon, version=version, attacks=attacks, seed=spec.seed, device=inputs.device
+    )
+    targets = max(1, min(9, num_classes - 1))
+    adversary.apgd_targeted.n_target_classes = targets
+    adversary.fab.n_target_classes = targets
+    if spec.kind == "square":
+        adversary.square.n_queries = int(spec.options.get("queries", 5000))
+    devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # AutoAttack seeds the global RNG; leave the caller's alone
+        adversarial, _ = adversary.run_standard_evaluation(inputs, labels, batch_size=inputs.shape[0])
+    return adversarial.detach()
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
+    """Send AutoAttack's own log (it logs through the ``auto-attack`` logger) to `path`; yield its warnings."""
+    logger = logging.getLogger(_AUTOATTACK_LOGGER)
+    collector = _Collector()
+    handlers: list[logging.Handler] = [collector]
+    if path is not None:
+        file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        yield collector.messages
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+def with_epsilon(spec: AttackSpec, epsilon: float, settings: AttackSettings) -> AttackSpec:
+    """The same attack at another budget (the ε-sweep)."""
+    base = spec.name.split("@")[0]
+    return parse_attack_name(f"{base}@eps={format_epsilon(epsilon)}", settings)
