@@ -1,0 +1,142 @@
+"""mimir_hf.evaluation on a tiny ViTForImageClassification: AutoAttack from the authors' package end
+to end, the MIMIR-aware adaptive attacks, and the logits-only wrapper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+from mimir_hf.evaluation import LogitsModel, evaluate_robustness, load_classifier
+from mimir_hf.evaluation.attacks import AttackSettings, _autoattack_plan, parse_attack_name
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_vit(num_labels: int = 10, image_size: int = 16) -> ViTForImageClassification:
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=image_size, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=num_labels,
+    )
+    return ViTForImageClassification(config).eval()
+
+
+def own_labels(model: ViTForImageClassification, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images labelled with the model's own predictions, so that clean accuracy is 100%."""
+    x = torch.rand(n, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(pixel_values=x).logits.argmax(dim=1)
+    return x, y
+
+
+def test_autoattack_runs_end_to_end_on_a_tiny_vit(tmp_path) -> None:
+    model = tiny_vit()
+    x, y = own_labels(model)
+    report = evaluate_robustness(
+        model, x, labels=y, attacks=["clean", "pgd-10", "autoattack"], autoattack_version="custom",
+        autoattack_attacks=["apgd-ce"], epsilon_sweep=(), output_dir=tmp_path, progress=False, plot=False,
+    )
+    assert report.accuracy("clean") == 1.0
+    assert report.accuracy("autoattack") < 1.0
+    assert report.results["autoattack"].max_perturbation <= 8 / 255 + 1e-5
+    data = json.loads((tmp_path / "robustness.json").read_text())
+    entry = data["attacks"]["autoattack"]
+    assert entry["library"] == "autoattack" and entry["library_version"] == "0.2.0" and entry["version"] == "custom"
+    log = (tmp_path / "autoattack.log").read_text()
+    assert "apgd-ce" in log and "robust accuracy" in log
+    assert data["autoattack_log"] == "autoattack.log"
+
+
+@pytest.mark.slow
+def test_autoattack_standard_on_a_tiny_vit(tmp_path) -> None:
+    model = tiny_vit()
+    x, y = own_labels(model, 8)
+    report = evaluate_robustness(
+        model, x, labels=y, attacks=["clean", "pgd-20", "autoattack"], epsilon_sweep=(), output_dir=tmp_path,
+        progress=False, plot=False,
+    )
+    log = (tmp_path / "autoattack.log").read_text()
+    for component in ("apgd-ce", "apgd-t", "fab-t", "square"):
+        assert component in log
+    assert report.accuracy("autoattack") <= report.accuracy("pgd-20")
+    assert {c.name: c.passed for c in report.checks}["autoattack_at_most_pgd"]
+
+
+def test_adaptive_attacks_run_on_a_tiny_vit() -> None:
+    model = tiny_vit()
+    x, y = own_labels(model)
+    report = evaluate_robustness(
+        model, x, labels=y, attacks=["clean", "pgd-mi-5", "pgd-feature-5", "cw-5"], epsilon_sweep=(),
+        progress=False, plot=False,
+    )
+    for name in ("pgd-mi-5", "pgd-feature-5", "cw-5"):
+        assert report.results[name].max_perturbation <= 8 / 255 + 1e-6
+        assert report.accuracy(name) <= 1.0
+    assert report.accuracy("pgd-mi-5") < 1.0  # CE + nHSIC still attacks the classifier
+
+
+def test_pgd_feature_moves_the_encoder_features() -> None:
+    from mimir_hf.evaluation.attacks import Attack
+
+    model = tiny_vit()
+    x, y = own_labels(model, 4)
+    wrapper = LogitsModel(model)
+    spec = parse_attack_name("pgd-feature-10", AttackSettings())
+    adversarial = Attack(spec).run(wrapper, x, y, generator=torch.Generator().manual_seed(0))
+    random = (x + (8 / 255) * (2 * torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) - 1)).clamp(0, 1)
+    with torch.no_grad():
+        clean_f = wrapper.logits_and_features(x)[1].flatten(1)
+        adv_f = wrapper.logits_and_features(adversarial)[1].flatten(1)
+        rand_f = wrapper.logits_and_features(random)[1].flatten(1)
+    assert ((adv_f - clean_f).norm(dim=1) > (rand_f - clean_f).norm(dim=1)).all()
+
+
+def test_wrapper_returns_logits_and_applies_the_processor_normalisation() -> None:
+    model = tiny_vit()
+    x = torch.rand(2, 3, 16, 16)
+    processor = ViTImageProcessor(do_normalize=True, image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
+    wrapper, _, _ = load_classifier(model, device="cpu", image_processor=processor)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        out = wrapper(x)
+        expected = model(pixel_values=(x - mean) / std).logits
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+    torch.testing.assert_close(out, expected)
+    assert "mean=" in wrapper.normalization
+    plain, _, _ = load_classifier(model, device="cpu", image_processor=ViTImageProcessor(do_normalize=False))
+    assert plain.normalization == "none"
+
+
+def test_checkpoint_directory_and_processor_are_loaded(tmp_path) -> None:
+    model = tiny_vit()
+    model.save_pretrained(tmp_path / "ckpt")
+    ViTImageProcessor(do_normalize=False, size={"height": 16, "width": 16}).save_pretrained(tmp_path / "ckpt")
+    x, y = own_labels(model, 4)
+    report = evaluate_robustness(str(tmp_path / "ckpt"), x, labels=y, attacks=["clean"], epsilon_sweep=(),
+                                 progress=False, plot=False)
+    assert report.model == str(tmp_path / "ckpt") and report.accuracy("clean") == 1.0
+
+
+def test_autoattack_plan_drops_dlr_attacks_for_few_classes() -> None:
+    spec = parse_attack_name("autoattack", AttackSettings())
+    version, attacks, note = _autoattack_plan(spec, 2)
+    assert version == "custom" and attacks == ["apgd-ce", "fab-t", "square"] and "apgd-t" in note
+    assert _autoattack_plan(spec, 10) == ("standard", None, "")
+
+
+def test_progress_bars_are_shown(capsys) -> None:
+    model = tiny_vit()
+    x, y = own_labels(model, 4)
+    evaluate_robustness(model, x, labels=y, attacks=["clean", "pgd-2"], epsilon_sweep=(), plot=False, progress=True)
+    err = capsys.readouterr().err
+    assert "pgd-2" in err and "img" in err

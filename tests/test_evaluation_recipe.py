@@ -1,0 +1,62 @@
+"""recipes/evaluate.py: config + overrides, the report files, the exit code, the quickstart hint."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import ViTConfig, ViTForImageClassification
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "evaluate.py"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
+    torch.manual_seed(0)
+    names = {i: str(i) for i in range(10)}
+    config = ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=10, id2label=names, label2id={v: k for k, v in names.items()})
+    ViTForImageClassification(config).save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "eval"
+    code = load_recipe().main([
+        "--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(out), "--max_eval_samples", "12",
+        "--attacks", "clean", "pgd-3", "--epsilon_sweep", "64/255", "--no_progress", "true",
+        "--fail_on_check", "true",
+    ])
+    data = json.loads((out / "robustness.json").read_text())
+    assert data["dataset"] == "builtin:digits" and data["num_samples"] == 12 and data["split"] == "test"
+    assert set(data["attacks"]) == {"clean", "pgd-3", "pgd-20@eps=64/255"}
+    assert (out / "recipe_config.yaml").is_file() and (out / "per_sample.npz").is_file()
+    # an untrained ViT predicts one class: the favourite-class check fires and --fail_on_check sets the exit code
+    assert not data["checks_passed"] and code == 3
+
+
+def test_recipe_without_the_quickstart_classifier_says_what_to_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="recipes/finetune.py"):
+        load_recipe().main([])
+
+
+def test_recipe_rejects_unknown_options_and_bad_budgets(tmp_path) -> None:
+    recipe = load_recipe()
+    with pytest.raises(ValueError, match="must be >= 0"):
+        recipe.main(["--model_name_or_path", str(tmp_path), "--epsilon=-8/255"])
+    with pytest.raises((ValueError, SystemExit)):
+        recipe.main(["--model_name_or_path", str(tmp_path), "--epsilonn", "8/255"])
