@@ -17,6 +17,7 @@ from torch import nn
 from transformers import Trainer
 
 from ..modeling import MimirForPreTraining
+from ..training import ConvertedCheckpointMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
 
@@ -26,7 +27,7 @@ __all__ = ["MimirTrainer"]
 _SUMMED_METRICS = {"mi_dropped_batches"}
 
 
-class MimirTrainer(Trainer):
+class MimirTrainer(ConvertedCheckpointMixin, Trainer):
     """Stage 1 of MIMIR. Pass a `MimirForPreTraining` and `MimirTrainingArguments`.
 
     The method hyper-parameters in `args` are written into `model.config` so that they are saved
