@@ -15,13 +15,10 @@ gradient-masking check failed.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
-import yaml
-
-from mimir_hf.cli import parse_recipe_args
+from mimir_hf.cli import parse_recipe_args, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, evaluate_from_args
 
@@ -39,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             "from the repository root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config = {**dataclasses.asdict(data_args), **dataclasses.asdict(eval_args)}
-    (output_dir / "recipe_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    save_recipe_config(output_dir, eval_args, data_args)
 
     report = evaluate_from_args(eval_args, data_args)
     print(report.format_table())

@@ -127,7 +127,16 @@ def load_classifier(
                 image_processor = None
     elif isinstance(model, nn.Module):
         module = model
-        name = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__)
+        source = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or "")
+        name = source or type(model).__name__
+        if image_processor is None and source and Path(source).is_dir():
+            # a model object loaded from a directory: honour the processor saved beside it
+            try:
+                from transformers import AutoImageProcessor
+
+                image_processor = AutoImageProcessor.from_pretrained(source)
+            except Exception:
+                image_processor = None
     else:
         raise TypeError(f"`model` must be a path, a Hub id or an nn.Module, got {type(model).__name__}.")
     stats = normalization_from_processor(image_processor)
