@@ -98,6 +98,12 @@ class AdversarialTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    def _get_learning_rate(self) -> float:
+        """The largest group lr (the head's), not the first group's (the embeddings' decayed lr)."""
+        if self.is_deepspeed_enabled or self.optimizer is None:
+            return super()._get_learning_rate()
+        return max(float(group["lr"]) for group in self.optimizer.param_groups)
+
     # ------------------------------------------------------------------ loss
     def _logits_fn(self, model: nn.Module):
         unwrapped = self.accelerator.unwrap_model(model)

@@ -1,0 +1,43 @@
+"""Stage 2 of MIMIR: adversarial finetuning of the pretrained encoder as a stock ViT classifier.
+
+    accelerate launch recipes/finetune.py                                   # quickstart (after recipes/pretrain.py)
+    accelerate launch recipes/finetune.py --config recipes/configs/finetune_cifar10_vit_t.yaml
+    accelerate launch recipes/finetune.py --config ... --model_name_or_path scratch   # the from-scratch baseline
+
+Every option of ModelArguments, DataArguments and AdversarialTrainingArguments is accepted
+(`--help` lists them); a config key that none of them knows is an error. The output directory
+is a stock `vit` checkpoint: `pipeline("image-classification", model=output_dir)` works as is.
+"""
+
+import sys
+from pathlib import Path
+
+from mimir_hf.cli import parse_recipe_args
+from mimir_hf.data import DataArguments
+from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
+
+QUICKSTART = Path(__file__).resolve().parent / "configs" / "finetune_quickstart.yaml"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_recipe_args(
+        (ModelArguments, DataArguments, AdversarialTrainingArguments), argv=argv, default_config=QUICKSTART
+    )
+    from mimir_hf.finetuning.run import run_finetuning
+
+    try:
+        return run_finetuning(model_args, data_args, training_args)
+    except FileNotFoundError as error:
+        if argv is not None:
+            raise
+        sys.exit(f"error: {error}")
+    finally:
+        import torch
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What `recipes/finetune.py` does, as a library function so that it can be tested and reused.
+
+Data → classifier (converted from the pretrained encoder, or from scratch) → `AdversarialTrainer`
+→ an output folder that is a stock `vit` checkpoint: weights, config with `id2label`, the image
+processor that reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import (
+    DataArguments,
+    class_names,
+    collate_images,
+    eval_transform,
+    load_image_dataset,
+    make_image_processor,
+    train_transform,
+    with_transform,
+)
+from .arguments import AdversarialTrainingArguments, ModelArguments
+from .model import _looks_local, build_classifier
+from .trainer import AdversarialTrainer
+
+__all__ = ["label_names_for", "run_finetuning"]
+
+logger = logging.getLogger(__name__)
+
+_QUICKSTART_HINT = "Run the pretraining quickstart first: `accelerate launch recipes/pretrain.py`."
+
+
+def _save_recipe_config(output_dir: Path, *instances: Any) -> None:
+    from .. import cli
+
+    cli.save_recipe_config(output_dir, *instances)
+
+
+def _label_values(dataset) -> torch.Tensor:
+    return torch.as_tensor(dataset["label"], dtype=torch.int64)
+
+
+def label_names_for(train_data, eval_data=None) -> dict[int, str]:
+    """`id2label` for the data: the ClassLabel names, else `"0"…"K-1"`; checks that both splits agree."""
+    names = class_names(train_data)
+    labels = _label_values(train_data)
+    num_labels = len(names) if names is not None else int(labels.max()) + 1
+    if int(labels.min()) < 0 or int(labels.max()) >= num_labels:
+        raise ValueError(
+            f"Training labels span [{int(labels.min())}, {int(labels.max())}] but the data names {num_labels} classes."
+        )
+    if eval_data is not None:
+        eval_names = class_names(eval_data)
+        if names is not None and eval_names is not None and eval_names != names:
+            raise ValueError(f"The train and eval splits name different classes: {names} vs {eval_names}.")
+        eval_labels = _label_values(eval_data)
+        if int(eval_labels.min()) < 0 or int(eval_labels.max()) >= num_labels:
+            raise ValueError(
+                f"Evaluation labels reach {int(eval_labels.max())} but training has only {num_labels} classes: "
+                "the label count does not match between the splits."
+            )
+    return {i: (names[i] if names is not None else str(i)) for i in range(num_labels)}
+
+
+def _source_image_size(model_args: ModelArguments) -> int | None:
+    if model_args.from_scratch:
+        return None
+    source = model_args.model_name_or_path
+    if _looks_local(source) and not Path(source).is_dir():
+        hint = f" {_QUICKSTART_HINT}" if "quickstart-pretrain" in source else ""
+        raise FileNotFoundError(f"Pretrained checkpoint {source!r} does not exist.{hint}")
+    config = AutoConfig.from_pretrained(source)
+    size = getattr(config, "image_size", None)
+    return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
+
+
+def _resolve_resume(training_args: AdversarialTrainingArguments) -> str | bool | None:
+    resume = training_args.resume_from_checkpoint
+    if resume in ("last", "auto", "true", "True"):
+        output_dir = Path(training_args.output_dir)
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting afresh.", resume, output_dir)
+        return last
+    return resume
+
+
+def run_finetuning(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AdversarialTrainingArguments,
+) -> dict[str, Any]:
+    """Finetune adversarially, save a stock classifier to `output_dir`, return train + eval metrics."""
+    set_seed(training_args.seed)
+    source_size = _source_image_size(model_args)
+    image_size = data_args.image_size or source_size or 32
+
+    columns = {"config_name": data_args.dataset_config, "image_column": data_args.image_column, "label_column": data_args.label_column}
+    train_data = load_image_dataset(
+        data_args.dataset, data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples, **columns
+    )
+    eval_data = None
+    if training_args.eval_strategy != "no" or training_args.do_eval:
+        eval_data = load_image_dataset(
+            data_args.dataset, data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples, **columns
+        )
+    id2label = label_names_for(train_data, eval_data)
+
+    model = build_classifier(
+        model_args,
+        num_labels=len(id2label),
+        id2label=id2label,
+        image_size=image_size,
+        generator=torch.Generator().manual_seed(training_args.seed),
+    )
+    processor = make_image_processor(image_size, data_args.eval_crop_fraction)
+    trainer = AdversarialTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=with_transform(train_data, train_transform(image_size)),
+        eval_dataset=None if eval_data is None else with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction)),
+        data_collator=collate_images,
+        processing_class=processor,
+    )
+    result = trainer.train(resume_from_checkpoint=_resolve_resume(training_args))
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    if eval_data is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        processor.save_pretrained(output_dir)
+        _save_recipe_config(output_dir, model_args, data_args, training_args)
+        logger.info("Classifier written to %s (a stock `vit` checkpoint).", output_dir)
+    return metrics
