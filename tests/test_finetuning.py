@@ -280,6 +280,7 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
         trainer.train()
 
 
+@pytest.mark.slow
 def test_robust_validation_and_best_model(tmp_path):
     data = tensor_dataset(16)
     args = training_args(
