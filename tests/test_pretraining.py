@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.data import DataArguments

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import cross_entropy_objective, kl_objective, pgd, preserve_mode
+from ..training import ConvertedCheckpointMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
 from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
@@ -37,7 +38,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(Trainer):
+class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and
@@ -213,37 +214,6 @@ class AdversarialTrainer(Trainer):
                 logs["adversarial_accuracy"] = round(float(counts[1] / counts[2]), 4)
             self._train_counts.zero_()
         super().log(logs, start_time)
-
-    # ------------------------------------------------------------------ checkpoints
-    def _plain_checkpoint_loading(self) -> bool:
-        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled) and isinstance(
-            self.accelerator.unwrap_model(self.model), PreTrainedModel
-        )
-
-    def _load_weights_from(self, checkpoint_dir: str, model: nn.Module | None = None) -> None:
-        """Load a checkpoint directory's weights through `from_pretrained`, which maps saved key names.
-
-        transformers 5.x saves ViT weights under their legacy names (`vit.encoder.layer.0.attention.
-        attention.query.weight`), while `Trainer._load_best_model` / `_load_from_checkpoint` call
-        `load_state_dict(strict=False)` on the raw file: for ViT nothing matches, only warnings are
-        logged, and the "best" model silently stays the last one. Going through `from_pretrained`
-        applies the key conversion; the load is strict.
-        """
-        target = self.accelerator.unwrap_model(self.model if model is None else model)
-        loaded = type(target).from_pretrained(checkpoint_dir, config=target.config)
-        target.load_state_dict(loaded.state_dict(), strict=True)
-        del loaded
-
-    def _load_best_model(self) -> None:
-        if not self._plain_checkpoint_loading():
-            return super()._load_best_model()
-        logger.info(f"Loading best model from {self.state.best_model_checkpoint} (score: {self.state.best_metric}).")
-        self._load_weights_from(self.state.best_model_checkpoint)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        if not self._plain_checkpoint_loading():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        self._load_weights_from(resume_from_checkpoint, model)
 
     # ------------------------------------------------------------------ evaluation
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):

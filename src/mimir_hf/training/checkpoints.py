@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import torch
+from transformers import PreTrainedModel
 
 from transformers.utils import logging
 
@@ -40,7 +41,9 @@ class ConvertedCheckpointMixin:
     """Put before `Trainer` in the bases; only the plain (non-FSDP, non-DeepSpeed, non-PEFT) path changes."""
 
     def _uses_stock_loading(self) -> bool:
-        return bool(getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False))
+        if getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False):
+            return True
+        return not isinstance(self.accelerator.unwrap_model(self.model), PreTrainedModel)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         if self._uses_stock_loading():
