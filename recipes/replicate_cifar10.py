@@ -1,0 +1,316 @@
+"""The paper's comparison in one command: scratch PGD-AT vs MAE -> PGD-AT vs MIMIR -> PGD-AT on CIFAR-10.
+
+    python recipes/replicate_cifar10.py                                   # CPU scale, ~1 hour on 2 idle cores
+    python recipes/replicate_cifar10.py --skip_existing                   # rerun after a crash: finished stages are kept
+    python recipes/replicate_cifar10.py --arms a,c --max_train_samples 2560 --output_dir outputs/rep-small
+    python recipes/replicate_cifar10.py --config_dir my_configs/ --data_dir /data/cifar10   # another scale
+
+Arms (identical finetuning config, seeds, data order and evaluation; only the starting weights differ):
+    a  PGD adversarial training from scratch (same architecture, random MAE-style init)
+    b  plain MAE pretraining (attack_steps 0, mi_weight 0) -> the same adversarial finetuning
+    c  MIMIR pretraining (1-step PGD 8/255, alpha 10/255, nHSIC 1e-5, sigma 5) -> the same finetuning
+
+Every stage is a subprocess of the ordinary recipe (recipes/pretrain.py, finetune.py, evaluate.py)
+with `--config <config_dir>/<stage>.yaml` plus a few overrides (data, output folder, starting
+weights), so each one is exactly the command a user would type; the commands are printed and saved
+in `<output_dir>/stages.json`. The config directory must hold pretrain_mae.yaml, pretrain_mimir.yaml,
+finetune.yaml (shared by the three arms) and evaluate.yaml.
+
+At the end `<output_dir>/results.json` and `results.md` are written from the robustness.json files of
+the evaluations (accuracies, worst case, attack settings) and from the stage wall times that this
+driver measured. Nothing else goes into the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+RECIPES = Path(__file__).resolve().parent
+DEFAULT_CONFIG_DIR = RECIPES / "configs" / "replicate_cpu"
+DEFAULT_DATA_DIR = "/work/shared/data/cifar10"
+
+ARMS = {
+    "a": {"name": "scratch", "label": "(a) PGD-AT from scratch", "pretrain": None},
+    "b": {"name": "mae", "label": "(b) MAE -> PGD-AT", "pretrain": "mae"},
+    "c": {"name": "mimir", "label": "(c) MIMIR -> PGD-AT", "pretrain": "mimir"},
+}
+HEADLINE_ATTACKS = ("clean", "pgd-20", "autoattack")
+
+
+@dataclass
+class Stage:
+    name: str  # pretrain-mae, finetune-scratch, eval-mimir, ...
+    recipe: str  # pretrain.py | finetune.py | evaluate.py
+    config: Path
+    output_dir: Path
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-", 1)[0]
+
+    def command(self, python: str) -> list[str]:
+        return [python, str(RECIPES / self.recipe), "--config", str(self.config), *self.overrides]
+
+    def is_complete(self) -> bool:
+        """Outputs that a recipe writes only when its run has finished."""
+        if self.kind == "eval":
+            return (self.output_dir / "robustness.json").is_file()
+        # Both training recipes save the final model, then recipe_config.yaml, as their last steps.
+        return (self.output_dir / "recipe_config.yaml").is_file() and any(self.output_dir.glob("*.safetensors"))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="CIFAR-10 as train_batch_*.npz + test.npz (or any --dataset source).")
+    parser.add_argument("--output_dir", default="outputs/replicate-cifar10")
+    parser.add_argument("--config_dir", default=str(DEFAULT_CONFIG_DIR), help="Folder with the four stage configs.")
+    parser.add_argument("--arms", default="a,b,c", help="Comma-separated subset of a (scratch), b (MAE), c (MIMIR).")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="Skip stages whose final outputs exist; an unfinished training stage resumes from its last checkpoint.")
+    parser.add_argument("--scale_factor", type=float, default=None,
+                        help="Multiply the configs' max_train_samples (the training subset of every training stage) by this.")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="Training subset of every training stage.")
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluated test images (config: 1000).")
+    parser.add_argument("--max_steps", type=int, default=None, help="Cap every training stage (smoke tests only).")
+    parser.add_argument("--autoattack_version", default=None, choices=["standard", "plus", "custom"],
+                        help="Override evaluate.yaml's AutoAttack version (e.g. standard for the full suite).")
+    parser.add_argument("--pretrain_args", default="", help="Extra overrides for both pretraining stages (one quoted string).")
+    parser.add_argument("--finetune_args", default="", help="Extra overrides for the three finetuning stages.")
+    parser.add_argument("--eval_args", default="", help="Extra overrides for the three evaluations.")
+    parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
+    parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
+    args = parser.parse_args(argv)
+    arms = [a.strip().lower() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        parser.error(f"--arms takes a comma-separated subset of a, b, c; got {args.arms!r}.")
+    args.arms = [a for a in ARMS if a in arms]
+    if args.scale_factor is not None and args.scale_factor <= 0:
+        parser.error("--scale_factor must be > 0.")
+    return args
+
+
+def _train_subset(config: Path, args: argparse.Namespace) -> list[str]:
+    if args.max_train_samples is not None:
+        return ["--max_train_samples", str(args.max_train_samples)]
+    if args.scale_factor is not None:
+        base = yaml.safe_load(config.read_text(encoding="utf-8")).get("max_train_samples")
+        if base is None:
+            raise SystemExit(f"error: --scale_factor needs max_train_samples in {config}; pass --max_train_samples instead.")
+        return ["--max_train_samples", str(max(2, math.floor(base * args.scale_factor)))]
+    return []
+
+
+def plan_stages(args: argparse.Namespace) -> list[Stage]:
+    """The stages in the order they run: pretraining (MAE, MIMIR), three finetunes, three evaluations."""
+    config_dir = Path(args.config_dir)
+    out = Path(args.output_dir)
+    configs = {name: config_dir / f"{name}.yaml" for name in ("pretrain_mae", "pretrain_mimir", "finetune", "evaluate")}
+    missing = [str(p) for p in configs.values() if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: missing config(s): {', '.join(missing)}")
+    data = ["--dataset", str(args.data_dir)]
+    steps = ["--max_steps", str(args.max_steps)] if args.max_steps is not None else []
+    resume = ["--resume_from_checkpoint", "last"] if args.skip_existing else []
+
+    stages: list[Stage] = []
+    for key in args.arms:
+        pretrain = ARMS[key]["pretrain"]
+        if pretrain is None:
+            continue
+        config = configs[f"pretrain_{pretrain}"]
+        output = out / f"pretrain-{pretrain}"
+        stages.append(Stage(
+            f"pretrain-{pretrain}", "pretrain.py", config, output,
+            [*data, "--output_dir", str(output), *_train_subset(config, args), *steps, *resume, *shlex.split(args.pretrain_args)],
+        ))
+    for key in args.arms:
+        arm = ARMS[key]
+        start = "scratch" if arm["pretrain"] is None else str(out / f"pretrain-{arm['pretrain']}")
+        output = out / f"finetune-{arm['name']}"
+        stages.append(Stage(
+            f"finetune-{arm['name']}", "finetune.py", configs["finetune"], output,
+            [*data, "--model_name_or_path", start, "--output_dir", str(output), *_train_subset(configs["finetune"], args),
+             *steps, *resume, *shlex.split(args.finetune_args)],
+        ))
+    for key in args.arms:
+        arm = ARMS[key]
+        output = out / f"eval-{arm['name']}"
+        extra = ["--max_eval_samples", str(args.max_eval_samples)] if args.max_eval_samples is not None else []
+        if args.autoattack_version is not None:
+            extra += ["--autoattack_version", args.autoattack_version]
+        stages.append(Stage(
+            f"eval-{arm['name']}", "evaluate.py", configs["evaluate"], output,
+            [*data, "--model_name_or_path", str(out / f"finetune-{arm['name']}"), "--output_dir", str(output),
+             *extra, *shlex.split(args.eval_args)],
+        ))
+    return stages
+
+
+def _load_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
+    """Run (or skip) each stage; record its command, status and wall time in stages.json as it goes."""
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "stages.json"
+    record = _load_json(log_path)
+    total_start = time.perf_counter()
+    for index, stage in enumerate(stages, 1):
+        command = stage.command(args.python)
+        prefix = f"[{index}/{len(stages)}] {stage.name}"
+        if args.skip_existing and stage.is_complete():
+            previous = record.get(stage.name, {})
+            print(f"{prefix}: outputs exist in {stage.output_dir}, skipped "
+                  f"(wall time of the run that made them: {_format_seconds(previous.get('wall_time_seconds'))})", flush=True)
+            record[stage.name] = {**previous, "skipped_at_last_invocation": True}
+            log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            continue
+        print(f"{prefix}: {shlex.join(command)}", flush=True)
+        start = time.perf_counter()
+        completed = subprocess.run(command, check=False)
+        wall = time.perf_counter() - start
+        record[stage.name] = {
+            "command": shlex.join(command),
+            "wall_time_seconds": round(wall, 1),
+            "returncode": completed.returncode,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "skipped_at_last_invocation": False,
+        }
+        log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        # evaluate.py exits 3 when a gradient-masking check failed: the report exists and says so.
+        if completed.returncode != 0 and not (stage.kind == "eval" and stage.is_complete()):
+            raise SystemExit(f"error: stage {stage.name} failed (exit status {completed.returncode}); "
+                             "fix it and rerun with --skip_existing to keep the finished stages.")
+        print(f"{prefix}: done in {_format_seconds(wall)} "
+              f"(elapsed {_format_seconds(time.perf_counter() - total_start)})", flush=True)
+    return record
+
+
+def _accuracy(report: dict, name: str) -> float | None:
+    entry = report.get("attacks", {}).get(name)
+    return None if entry is None else entry.get("accuracy")
+
+
+def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> dict:
+    """results.json content, from the evaluations' robustness.json and the recorded stage wall times only."""
+    out = Path(args.output_dir)
+    stage_log = stage_log if stage_log is not None else _load_json(out / "stages.json")
+    arms = []
+    for key in args.arms:
+        arm = ARMS[key]
+        report_path = out / f"eval-{arm['name']}" / "robustness.json"
+        stage_names = ([f"pretrain-{arm['pretrain']}"] if arm["pretrain"] else []) + [f"finetune-{arm['name']}", f"eval-{arm['name']}"]
+        wall = {name: stage_log.get(name, {}).get("wall_time_seconds") for name in stage_names}
+        row: dict = {"arm": key, "name": arm["name"], "label": arm["label"], "report": str(report_path), "wall_time_seconds": wall}
+        if not report_path.is_file():
+            row["missing"] = True
+            arms.append(row)
+            continue
+        report = _load_json(report_path)
+        autoattack = report.get("attacks", {}).get("autoattack", {})
+        row.update({
+            "num_samples": report.get("num_samples"),
+            "epsilon": report.get("threat_model", {}).get("epsilon"),
+            "accuracy": {name: _accuracy(report, name) for name in HEADLINE_ATTACKS},
+            "worst_case": report.get("worst_case", {}),
+            "autoattack": {k: autoattack.get(k) for k in ("version", "attacks", "attacks_run", "note", "wall_time_seconds", "library_version")
+                           if autoattack.get(k) is not None},
+            "checks_passed": report.get("checks_passed"),
+            "failed_checks": [c["name"] for c in report.get("checks", []) if not c.get("passed")],
+        })
+        arms.append(row)
+    return {"output_dir": str(out), "arms": arms, "source": "robustness.json of each evaluation; wall times measured by this driver"}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def format_markdown(results: dict) -> str:
+    lines = [
+        "# Replication results",
+        "",
+        "Accuracies in % on the evaluated test images, L∞ ε = 8/255, from each arm's robustness.json. "
+        "Worst case: correct under every headline attack of that report. Wall times as measured by recipes/replicate_cifar10.py.",
+        "",
+        "| arm | clean | PGD-20 | AutoAttack | worst case | images | pretrain time | finetune time | eval time | checks |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for row in results["arms"]:
+        walls = row["wall_time_seconds"]
+        pre = next((v for k, v in walls.items() if k.startswith("pretrain-")), None)
+        times = [_format_seconds(pre) if any(k.startswith("pretrain-") for k in walls) else "n/a",
+                 _format_seconds(walls.get(f"finetune-{row['name']}")), _format_seconds(walls.get(f"eval-{row['name']}"))]
+        if row.get("missing"):
+            lines.append(f"| {row['label']} | not evaluated | | | | | {' | '.join(times)} | |")
+            continue
+        acc = row["accuracy"]
+        checks = "passed" if row.get("checks_passed") else "FAILED: " + ", ".join(row.get("failed_checks", []))
+        lines.append(
+            f"| {row['label']} | {_pct(acc['clean'])} | {_pct(acc['pgd-20'])} | {_pct(acc['autoattack'])} | "
+            f"{_pct(row['worst_case'].get('accuracy'))} | {row.get('num_samples')} | {' | '.join(times)} | {checks} |"
+        )
+        aa = row.get("autoattack", {})
+        if aa:
+            ran = aa.get("attacks_run") or aa.get("attacks")
+            notes.append(f"- {row['label']}: AutoAttack version `{aa.get('version')}`"
+                         + (f", components {', '.join(ran)}" if ran else "")
+                         + (f" ({aa['note']})" if aa.get("note") else "") + ".")
+        wc = row["worst_case"].get("attacks")
+        if wc:
+            notes.append(f"- {row['label']}: worst case over {', '.join(wc)}.")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(args: argparse.Namespace, stage_log: dict | None = None) -> dict:
+    results = collect_results(args, stage_log)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    markdown = format_markdown(results)
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"Results written to {out / 'results.json'} and {out / 'results.md'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stages = plan_stages(args)
+    if args.dry_run:
+        for stage in stages:
+            print(shlex.join(stage.command(args.python)))
+        return 0
+    print(f"Replication: arms {', '.join(args.arms)}, {len(stages)} stages, configs from {args.config_dir}, "
+          f"outputs in {args.output_dir}", flush=True)
+    stage_log = run_stages(stages, args)
+    write_results(args, stage_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
