@@ -15,6 +15,7 @@ from pathlib import Path
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.data import DataArguments
 from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
+from mimir_hf.training import finish_distributed
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "finetune_quickstart.yaml"
 
@@ -32,11 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise
         sys.exit(f"error: {error}")
     finally:
-        import torch
-
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
+        finish_distributed()
 
 
 if __name__ == "__main__":

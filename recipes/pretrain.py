@@ -13,7 +13,8 @@ from pathlib import Path
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.data import DataArguments
 from mimir_hf.pretraining import MimirTrainingArguments
-from mimir_hf.pretraining.run import PretrainModelArguments, finish_distributed, run_pretraining
+from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
+from mimir_hf.training import finish_distributed
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "pretrain_quickstart.yaml"
 

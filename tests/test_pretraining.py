@@ -208,7 +208,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     from transformers import TrainerCallback
     from mimir_hf.modeling import MimirForPreTraining, mimir_config
     from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments
-    from mimir_hf.pretraining.run import finish_distributed
+    from mimir_hf.training import finish_distributed
 
     out, mode = sys.argv[1], sys.argv[2]
     rank = int(os.environ.get("RANK", "0"))

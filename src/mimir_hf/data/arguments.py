@@ -6,9 +6,15 @@ before anything heavy is imported or read.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
 __all__ = ["DataArguments"]
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 @dataclass
@@ -80,3 +86,17 @@ class DataArguments:
                 raise ValueError(f"Only square images are supported; the model config has {model_image_size}.")
             return int(model_image_size[0])
         return int(model_image_size)
+
+    def load(self, split: str, *, require_labels: bool = False, max_samples: int | None = None) -> "Dataset":
+        """`load_image_dataset` for one split of this source, with the column and config options applied."""
+        from .sources import load_image_dataset
+
+        return load_image_dataset(
+            self.dataset,
+            split,
+            config_name=self.dataset_config,
+            image_column=self.image_column,
+            label_column=self.label_column,
+            require_labels=require_labels,
+            max_samples=max_samples,
+        )

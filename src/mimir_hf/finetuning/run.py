@@ -13,18 +13,18 @@ from typing import Any
 
 import torch
 from transformers import AutoConfig, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..data import (
     DataArguments,
     class_names,
     collate_images,
     eval_transform,
-    load_image_dataset,
     make_image_processor,
     train_transform,
     with_transform,
 )
+from ..cli import save_recipe_config
+from ..training import resolve_resume
 from .arguments import AdversarialTrainingArguments, ModelArguments
 from .model import _looks_local, build_classifier
 from .trainer import AdversarialTrainer
@@ -34,12 +34,6 @@ __all__ = ["label_names_for", "run_finetuning"]
 logger = logging.getLogger(__name__)
 
 _QUICKSTART_HINT = "Run the pretraining quickstart first: `accelerate launch recipes/pretrain.py`."
-
-
-def _save_recipe_config(output_dir: Path, *instances: Any) -> None:
-    from .. import cli
-
-    cli.save_recipe_config(output_dir, *instances)
 
 
 def _label_values(dataset) -> torch.Tensor:
@@ -80,17 +74,6 @@ def _source_image_size(model_args: ModelArguments) -> int | None:
     return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
 
 
-def _resolve_resume(training_args: AdversarialTrainingArguments) -> str | bool | None:
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "auto", "true", "True"):
-        output_dir = Path(training_args.output_dir)
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting afresh.", resume, output_dir)
-        return last
-    return resume
-
-
 def run_finetuning(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -101,15 +84,10 @@ def run_finetuning(
     source_size = _source_image_size(model_args)
     image_size = data_args.image_size or source_size or 32
 
-    columns = {"config_name": data_args.dataset_config, "image_column": data_args.image_column, "label_column": data_args.label_column}
-    train_data = load_image_dataset(
-        data_args.dataset, data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples, **columns
-    )
+    train_data = data_args.load(data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples)
     eval_data = None
     if training_args.eval_strategy != "no" or training_args.do_eval:
-        eval_data = load_image_dataset(
-            data_args.dataset, data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples, **columns
-        )
+        eval_data = data_args.load(data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples)
     id2label = label_names_for(train_data, eval_data)
 
     model = build_classifier(
@@ -128,7 +106,7 @@ def run_finetuning(
         data_collator=collate_images,
         processing_class=processor,
     )
-    result = trainer.train(resume_from_checkpoint=_resolve_resume(training_args))
+    result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_model()
     metrics = dict(result.metrics)
     trainer.log_metrics("train", result.metrics)
@@ -142,6 +120,6 @@ def run_finetuning(
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         processor.save_pretrained(output_dir)
-        _save_recipe_config(output_dir, model_args, data_args, training_args)
+        save_recipe_config(output_dir, model_args, data_args, training_args)
         logger.info("Classifier written to %s (a stock `vit` checkpoint).", output_dir)
     return metrics

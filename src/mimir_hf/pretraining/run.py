@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..cli import save_recipe_config
-from ..data import DataArguments, collate_images, eval_transform, load_image_dataset, make_image_processor, train_transform, with_transform
+from ..data import DataArguments, collate_images, eval_transform, make_image_processor, train_transform, with_transform
 from ..modeling import MimirForPreTraining, mimir_config
+from ..training import resolve_resume
 from .arguments import MimirTrainingArguments
 from .trainer import MimirTrainer
 from .visualize import save_reconstruction_grid
@@ -63,16 +62,6 @@ def build_model(model_args: PretrainModelArguments, image_size: int) -> MimirFor
     return MimirForPreTraining(config)
 
 
-def _resolve_resume(training_args: MimirTrainingArguments) -> str | bool | None:
-    resume = training_args.resume_from_checkpoint
-    if resume in ("last", "auto", "true", "True"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None:
-            logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting afresh.", resume, training_args.output_dir)
-        return last
-    return resume
-
-
 def run_pretraining(
     model_args: PretrainModelArguments,
     data_args: DataArguments,
@@ -91,14 +80,7 @@ def run_pretraining(
         image_size = data_args.image_size or 32
         model = build_model(model_args, image_size)
 
-    train_data = load_image_dataset(
-        data_args.dataset,
-        data_args.train_split,
-        config_name=data_args.dataset_config,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        max_samples=data_args.max_train_samples,
-    )
+    train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
     global_batch = training_args.per_device_train_batch_size * training_args.world_size
     if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
         raise ValueError(
@@ -107,10 +89,7 @@ def run_pretraining(
         )
     eval_data = None
     if training_args.eval_strategy != "no":
-        eval_data = load_image_dataset(
-            data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
-            image_column=data_args.image_column, label_column=data_args.label_column, max_samples=data_args.max_eval_samples,
-        )
+        eval_data = data_args.load(data_args.eval_split, max_samples=data_args.max_eval_samples)
         eval_data = with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction))
 
     trainer = MimirTrainer(
@@ -120,7 +99,7 @@ def run_pretraining(
         eval_dataset=eval_data,
         data_collator=collate_images,
     )
-    result = trainer.train(resume_from_checkpoint=_resolve_resume(training_args))
+    result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -131,18 +110,9 @@ def run_pretraining(
         make_image_processor(image_size, data_args.eval_crop_fraction).save_pretrained(output_dir)
         save_recipe_config(output_dir, model_args, data_args, training_args)
         if model_args.num_preview_images > 0:
-            preview = load_image_dataset(data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
-                                         image_column=data_args.image_column, label_column=data_args.label_column,
-                                         max_samples=model_args.num_preview_images)
+            preview = data_args.load(data_args.eval_split, max_samples=model_args.num_preview_images)
             pixels = collate_images(list(with_transform(preview, eval_transform(image_size, data_args.eval_crop_fraction))))
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             path = save_reconstruction_grid(unwrapped, pixels["pixel_values"].to(unwrapped.device), output_dir / "reconstructions.png")
             logger.info("Reconstruction grid written to %s", path)
     return result.metrics
-
-
-def finish_distributed() -> None:
-    """Tear down the process group; without it rank 0 can abort at exit and the launcher reports failure."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
