@@ -460,6 +460,8 @@ def evaluate_robustness(
 
 def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None = None) -> RobustnessReport:
     """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`."""
+    if getattr(eval_args, "num_threads", None):
+        torch.set_num_threads(int(eval_args.num_threads))
     return evaluate_robustness(
         eval_args.model_name_or_path,
         data_args.dataset,
