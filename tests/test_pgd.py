@@ -139,3 +139,19 @@ def test_bad_budgets_raise(kwargs, message):
 def test_pixels_outside_unit_range_are_rejected():
     with pytest.raises(ValueError, match="0-255"):
         pgd(lambda z: z.flatten(1).sum(1), torch.rand(2, 3, 4, 4) * 255, epsilon=0.1, step_size=0.01, steps=1)
+
+
+def test_parameters_are_frozen_during_the_attack_and_restored_after():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.Linear(8, 3))
+    model[1].bias.requires_grad_(False)  # a parameter the user froze stays frozen
+    seen = []
+
+    def objective(z):
+        seen.append([p.requires_grad for p in model.parameters()])
+        return model(z).sum(1)
+
+    pgd(objective, torch.rand(2, 3, 4, 4), epsilon=0.1, step_size=0.05, steps=2, model=model)
+    assert seen and all(not any(flags) for flags in seen)
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True, True]
+    pgd(objective, torch.rand(2, 3, 4, 4), epsilon=0.1, step_size=0.05, steps=1, model=model, freeze_parameters=False)
+    assert seen[-1] == [True, False, True, True]

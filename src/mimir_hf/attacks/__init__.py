@@ -1,13 +1,14 @@
 """L∞ attacks in pixel space, all built on one PGD core."""
 
 from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
-from .pgd import Objective, pgd, preserve_mode, project_linf
+from .pgd import Objective, frozen_parameters, pgd, preserve_mode, project_linf
 
 __all__ = [
     "LogitsFn",
     "Objective",
     "cross_entropy_objective",
     "cw_margin_objective",
+    "frozen_parameters",
     "kl_objective",
     "margin",
     "pgd",

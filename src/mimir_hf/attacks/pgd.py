@@ -18,7 +18,7 @@ from torch import nn
 
 from ..validation import check_pixel_values
 
-__all__ = ["pgd", "project_linf", "preserve_mode"]
+__all__ = ["frozen_parameters", "pgd", "project_linf", "preserve_mode"]
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """Maps an adversarial batch to the per-sample loss (shape `(batch,)`) that the attack maximises."""
@@ -47,6 +47,27 @@ def preserve_mode(model: nn.Module | None, mode: Literal["eval", "train"] | None
     finally:
         for module, training in flags:
             module.training = training
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module | None) -> Iterator[None]:
+    """Switch off `requires_grad` on `model`'s parameters for the duration, restoring each flag after.
+
+    The attack needs input gradients only; with trainable parameters autograd would also keep the
+    activations their gradients need. Freezing them makes a 1-step pretraining attack ~9% cheaper
+    on CPU (benchmarks/step_cost.py) and cannot change x′, which depends on input gradients alone.
+    """
+    if model is None:
+        yield
+        return
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
 
 
 def _check_budget(epsilon: float, step_size: float, steps: int, restarts: int) -> None:
@@ -95,6 +116,7 @@ def pgd(
     model_mode: Literal["eval", "train"] | None = None,
     is_successful: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
+    freeze_parameters: bool = True,
 ) -> torch.Tensor:
     """L∞ PGD in pixel space: x′ ← Π_{B∞(x, ε) ∩ [0,1]}(x′ + α · sign(∇ objective(x′))).
 
@@ -110,10 +132,14 @@ def pgd(
         random_start: start from x + U(−ε, ε) projected, as Madry et al. and MIMIR do.
         restarts: independent random restarts; per sample the core keeps the first successful
             one when `is_successful` is given, else the one with the largest final objective.
-        model: the module the objective runs, whose train/eval flags are restored afterwards.
+        model: the module the objective runs: its train/eval flags are restored afterwards, and its
+            parameters are frozen during the attack (`freeze_parameters`) so that autograd records
+            nothing for weight gradients.
         model_mode: `"eval"` or `"train"` to set on `model` during the attack, `None` to leave it.
         is_successful: per-sample boolean "already fooled" test used to choose among restarts.
         generator: random source for the start, for reproducible attacks.
+        freeze_parameters: freeze `model`'s parameters while attacking (pass False for sharded
+            FSDP modules, whose flat parameters must not be touched).
 
     Returns:
         The adversarial batch, detached, with the dtype and device of `inputs`.
@@ -125,7 +151,7 @@ def pgd(
     best: torch.Tensor | None = None
     best_loss: torch.Tensor | None = None
     best_success: torch.Tensor | None = None
-    with preserve_mode(model, model_mode):
+    with preserve_mode(model, model_mode), frozen_parameters(model if freeze_parameters else None):
         for _ in range(restarts):
             adversarial = clean.clone()
             if random_start and epsilon > 0:

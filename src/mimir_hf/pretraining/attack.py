@@ -49,6 +49,7 @@ def craft_adversarial_pixels(
     target: str = "adversarial",
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    freeze_parameters: bool = True,
 ) -> torch.Tensor:
     """x′ for one pretraining batch (x′ = x when `steps == 0`: plain MAE pretraining).
 
@@ -64,5 +65,7 @@ def craft_adversarial_pixels(
         step_size=step_size,
         steps=steps,
         random_start=True,
+        model=model,
         generator=generator,
+        freeze_parameters=freeze_parameters,
     )

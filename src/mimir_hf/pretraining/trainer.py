@@ -89,6 +89,7 @@ class MimirTrainer(ConvertedCheckpointMixin, Trainer):
             steps=args.attack_steps,
             target=args.attack_target,
             noise=noise,
+            freeze_parameters=self.accelerator.distributed_type != DistributedType.FSDP,
         )
         outputs = model(pixel_values=pixel_values, adversarial_pixel_values=adversarial, noise=noise)
 
