@@ -23,13 +23,6 @@ from mimir_hf.evaluation import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Six test workers share two cores: intra-op threads only add contention for these tiny models."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TwoClassLinear(nn.Module):

@@ -13,12 +13,6 @@ from mimir_hf.evaluation import LogitsModel, evaluate_robustness, load_classifie
 from mimir_hf.evaluation.attacks import AttackSettings, _autoattack_plan, parse_attack_name
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_vit(num_labels: int = 10, image_size: int = 16) -> ViTForImageClassification:

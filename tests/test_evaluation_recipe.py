@@ -13,12 +13,6 @@ from transformers import ViTConfig, ViTForImageClassification
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "evaluate.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_recipe():

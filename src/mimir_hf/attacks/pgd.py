@@ -165,13 +165,13 @@ def pgd(
 
             with torch.no_grad():
                 losses = objective(adversarial).detach().float().reshape(-1)
-            if losses.numel() != clean.shape[0]:
-                raise ValueError("With restarts > 1 the objective must return one loss per sample.")
-            success = (
-                is_successful(adversarial).reshape(-1).bool()
-                if is_successful is not None
-                else torch.zeros_like(losses, dtype=torch.bool)
-            )
+                if losses.numel() != clean.shape[0]:
+                    raise ValueError("With restarts > 1 the objective must return one loss per sample.")
+                success = (
+                    is_successful(adversarial).reshape(-1).bool()
+                    if is_successful is not None
+                    else torch.zeros_like(losses, dtype=torch.bool)
+                )
             if best is None:
                 best, best_loss, best_success = adversarial, losses, success
                 continue
