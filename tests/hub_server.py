@@ -800,21 +800,32 @@ def tiny_report(model_dir: str | Path, epsilon: float = 8 / 255) -> dict[str, An
 
 
 def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
-    """A tiny stock ViTForImageClassification (hidden 32, 2 layers, 16x16, patch 4) and ViTMAEForPreTraining,
-    each saved with a stock ViTImageProcessor (do_normalize=False) and a recipe_config.yaml; the classifier
-    also gets robustness.json + autoattack.log. Writes `reference.json` with the outputs before upload."""
+    """Tiny checkpoints made the way the quickstart recipes make them: a `MimirForPreTraining`
+    checkpoint (hidden 32, 2 layers, 16x16, patch 4), converted by `mae_to_classifier` into a stock
+    `ViTForImageClassification`, each saved with the image processor the recipes save
+    (`make_image_processor`) and a recipe_config.yaml; the classifier also gets robustness.json +
+    autoattack.log. Writes `reference.json` with the outputs before upload."""
     import torch
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+
+    from mimir_hf.data import make_image_processor
+    from mimir_hf.finetuning import mae_to_classifier
+    from mimir_hf.modeling import MimirForPreTraining, mimir_config
 
     root = Path(root)
     classifier_dir, pretraining_dir = root / "classifier", root / "pretraining"
-    processor = ViTImageProcessor(size={"height": 16, "width": 16}, do_normalize=False)
-    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=4)
+    processor = make_image_processor(16)
 
     torch.manual_seed(0)
-    model = ViTForImageClassification(
-        ViTConfig(**small, id2label=TINY_LABELS, label2id={v: k for k, v in TINY_LABELS.items()})
-    ).eval()
+    pretraining = MimirForPreTraining(
+        mimir_config("vit-t", 16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                     decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    )
+    pretraining.save_pretrained(pretraining_dir)  # records architectures ["MimirForPreTraining"], as the recipe does
+    processor.save_pretrained(pretraining_dir)
+    (pretraining_dir / "recipe_config.yaml").write_text("dataset: builtin:digits\nimage_size: 16\nmask_ratio: 0.75\n")
+
+    model = mae_to_classifier(pretraining_dir, id2label=TINY_LABELS, generator=torch.Generator().manual_seed(0)).eval()
     model.save_pretrained(classifier_dir)
     processor.save_pretrained(classifier_dir)
     (classifier_dir / "recipe_config.yaml").write_text(
@@ -823,17 +834,6 @@ def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
     )
     (classifier_dir / "robustness.json").write_text(json.dumps(tiny_report(classifier_dir), indent=2))
     (classifier_dir / "autoattack.log").write_text("clean accuracy: 79.69%\nrobust accuracy: 39.06%\n")
-
-    pre_config = ViTMAEConfig(**small, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-                              decoder_intermediate_size=32, norm_pix_loss=True)
-    pre_config.mimir_epsilon = 8 / 255
-    pre_config.mimir_mi_weight = 1e-5
-    ViTMAEForPreTraining(pre_config).save_pretrained(pretraining_dir)
-    processor.save_pretrained(pretraining_dir)
-    # as saved from mimir_hf's MimirForPreTraining subclass: a class stock transformers does not have
-    saved = json.loads((pretraining_dir / "config.json").read_text())
-    (pretraining_dir / "config.json").write_text(json.dumps({**saved, "architectures": ["MimirForPreTraining"]}, indent=2))
-    (pretraining_dir / "recipe_config.yaml").write_text("dataset: builtin:digits\nimage_size: 16\nmask_ratio: 0.75\n")
 
     inputs = processor(images=tiny_images(), return_tensors="pt")
     with torch.no_grad():

@@ -113,7 +113,7 @@ def test_pretraining_card(checkpoints):
     assert card.data.pipeline_tag == "image-feature-extraction"
     assert not card.data.eval_results and card.data.base_model is None
     assert 'AutoModel.from_pretrained("org/mimir-tiny-pretrain", mask_ratio=0.0)' in card.text
-    assert "mimir_epsilon" in card.text and "ε = 8/255" in card.text  # MIMIR settings from config.json
+    assert "attack_epsilon" in card.text and "mi_weight" in card.text and "ε = 8/255" in card.text  # MIMIR settings from config.json
     assert "no robustness claim" in card.text.replace("\n", " ")
     assert "`ViTMAEForPreTraining` checkpoint" in card.text and "MimirForPreTraining" not in card.text
 
@@ -159,7 +159,8 @@ def test_refuses_a_classifier_without_evaluation_results(classifier, breakage, m
 
 def test_refuses_unloadable_or_normalising_checkpoints(classifier):
     processor = json.loads((classifier / "preprocessor_config.json").read_text())
-    (classifier / "preprocessor_config.json").write_text(json.dumps({**processor, "do_normalize": True}))
+    normalising = {**processor, "do_normalize": True, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    (classifier / "preprocessor_config.json").write_text(json.dumps(normalising))
     with pytest.raises(PublishError, match="normalises"):
         files_to_publish(classifier)
     (classifier / "preprocessor_config.json").write_text(json.dumps(processor))
@@ -189,7 +190,7 @@ def test_uploaded_config_names_a_stock_class(checkpoints, classifier):
     assert stock_config_json(classifier, "classifier") is None  # already ViTForImageClassification
     rewritten = json.loads(stock_config_json(checkpoints["pretraining"], "pretraining"))
     assert rewritten["architectures"] == ["ViTMAEForPreTraining"]
-    assert rewritten["mimir_epsilon"] == pytest.approx(8 / 255)
+    assert rewritten["attack_epsilon"] == pytest.approx(8 / 255)
 
 
 def test_files_to_publish(classifier):

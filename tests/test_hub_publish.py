@@ -116,7 +116,7 @@ ONLINE_CLIENT = textwrap.dedent(
     def _():
         encoder = AutoModel.from_pretrained(args["pretraining_repo"], mask_ratio=0.0)
         config = json.load(open(hf_hub_download(args["pretraining_repo"], "config.json")))
-        return {"class": type(encoder).__name__, "mimir_epsilon": getattr(encoder.config, "mimir_epsilon", None),
+        return {"class": type(encoder).__name__, "attack_epsilon": getattr(encoder.config, "attack_epsilon", None),
                 "architectures": config["architectures"]}
 
     @step("stale_weights_removed")
@@ -287,7 +287,7 @@ def test_from_pretrained_and_pipeline_match_the_model_before_upload(published):
     assert value["pipeline_labels"] == value["reference_labels"]
     assert 0.0 <= value["pixel_range"][0] and value["pixel_range"][1] <= 1.0  # no normalisation
     pre = _ok(published["online"], "load_pretraining")
-    assert pre["class"] == "ViTMAEModel" and abs(pre["mimir_epsilon"] - 8 / 255) < 1e-12
+    assert pre["class"] == "ViTMAEModel" and abs(pre["attack_epsilon"] - 8 / 255) < 1e-12
     assert pre["architectures"] == ["ViTMAEForPreTraining"]  # rewritten from the subclass' name
 
 
