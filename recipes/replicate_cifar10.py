@@ -16,7 +16,7 @@ weights), so each one is exactly the command a user would type; the commands are
 in `<output_dir>/stages.json`. The config directory must hold pretrain_mae.yaml, pretrain_mimir.yaml,
 finetune.yaml (shared by the three arms) and evaluate.yaml.
 
-At the end `<output_dir>/results.json` and `results.md` are written from the robustness.json files of
+At the end `<output_dir>/results.json`, `results.md` and `results.png` (grouped bars) are written from the robustness.json files of
 the evaluations (accuracies, worst case, attack settings) and from the stage wall times that this
 driver measured. Nothing else goes into the table.
 """
@@ -293,9 +293,23 @@ def write_results(args: argparse.Namespace, stage_log: dict | None = None) -> di
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     markdown = format_markdown(results)
     (out / "results.md").write_text(markdown, encoding="utf-8")
+    figure = plot_results(results, out / "results.png")
     print(markdown)
-    print(f"Results written to {out / 'results.json'} and {out / 'results.md'}")
+    print(f"Results written to {out / 'results.json'}, {out / 'results.md'}" + (f" and {figure}" if figure else ""))
     return results
+
+
+def plot_results(results: dict, path: Path) -> Path | None:
+    """The table as grouped bars (the arms side by side under each attack); None if no arm was evaluated."""
+    from mimir_hf.evaluation import plot_accuracy_comparison
+
+    rows = {
+        row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")}
+        for row in results["arms"] if not row.get("missing")
+    }
+    sizes = {row.get("num_samples") for row in results["arms"] if not row.get("missing")}
+    title = "CIFAR-10, L∞ ε = 8/255" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")
+    return plot_accuracy_comparison(rows, path, title=title) if rows else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from mimir_hf.evaluation import (
     load_per_sample,
     parse_attack_name,
     plan_attacks,
+    plot_accuracy_comparison,
 )
 
 
@@ -320,3 +321,32 @@ def test_a_model_that_ignores_its_input_is_flagged() -> None:
     assert checks["large_epsilon_accuracy_near_zero"] is False
     assert checks["nonzero_input_gradients"] is False
     assert report.per_class()["0"]["clean_accuracy"] == 0.0
+
+
+def test_comparison_plot_draws_each_value_where_it_belongs(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {"scratch": {"clean": 0.5, "pgd-20": 0.25}, "mimir": {"clean": 0.75, "autoattack": 0.125}}
+    captured = {}
+    savefig = plt.Figure.savefig
+
+    def keep_figure(figure, path, *args, **kwargs):
+        captured["axis"] = figure.axes[0]
+        return savefig(figure, path, *args, **kwargs)
+
+    plt.Figure.savefig = keep_figure
+    try:
+        path = plot_accuracy_comparison(rows, tmp_path / "cmp.png", title="t")
+    finally:
+        plt.Figure.savefig = savefig
+    assert path.read_bytes().startswith(b"\x89PNG")
+    labels = {text.get_text() for text in captured["axis"].texts}
+    assert labels == {"50.0", "25.0", "75.0", "12.5"}  # one label per measured value, none for the gaps
+    heights = sorted(round(p.get_height(), 6) for p in captured["axis"].patches)
+    assert heights == [0.0, 0.0, 12.5, 25.0, 50.0, 75.0]
+    assert plot_accuracy_comparison({}, tmp_path / "none.png") is None
+    with pytest.raises(ValueError, match="fraction"):
+        plot_accuracy_comparison({"m": {"clean": 75.0}}, tmp_path / "bad.png")

@@ -10,7 +10,7 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from mimir_hf.evaluation import LogitsModel, evaluate_robustness, load_classifier
-from mimir_hf.evaluation.attacks import AttackSettings, _autoattack_plan, parse_attack_name
+from mimir_hf.evaluation.attacks import AttackSettings, _autoattack_plan, _build_autoattack, parse_attack_name
 
 
 
@@ -126,6 +126,22 @@ def test_autoattack_plan_drops_dlr_attacks_for_few_classes() -> None:
     version, attacks, note = _autoattack_plan(spec, 2)
     assert version == "custom" and attacks == ["apgd-ce", "fab-t", "square"] and "apgd-t" in note
     assert _autoattack_plan(spec, 10) == ("standard", None, "")
+
+
+def test_custom_autoattack_runs_components_as_standard_does() -> None:
+    """A bounded (custom) suite must not silently run 5 APGD-CE restarts where standard runs 1."""
+    model = tiny_vit()
+    wrapper, _, _ = load_classifier(model, device="cpu")
+    settings = AttackSettings(autoattack_version="custom", autoattack_attacks=("apgd-ce", "apgd-t"))
+    spec = parse_attack_name("autoattack", settings)
+    custom = _build_autoattack(spec, wrapper, "custom", ["apgd-ce", "apgd-t"], 10, torch.device("cpu"))
+    standard = _build_autoattack(parse_attack_name("autoattack", AttackSettings()), wrapper, "standard", None, 10,
+                                 torch.device("cpu"))
+    assert custom.attacks_to_run == ["apgd-ce", "apgd-t"]
+    for component in ("apgd", "apgd_targeted", "fab"):
+        assert getattr(custom, component).n_restarts == getattr(standard, component).n_restarts == 1
+    assert custom.apgd_targeted.n_target_classes == standard.apgd_targeted.n_target_classes == 9
+    assert custom.square.n_queries == standard.square.n_queries == 5000
 
 
 def test_progress_bars_are_shown(capsys) -> None:

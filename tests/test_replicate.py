@@ -106,6 +106,7 @@ def test_results_come_only_from_the_reports(tmp_path):
     assert "| (c) MIMIR -> PGD-AT | 75.0 | 50.0 | 25.0 | 25.0 | 4 | 1m05s | 5s | — | passed |" in markdown
     assert "not evaluated" in markdown and "apgd-ce, apgd-t" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["arms"][1]["worst_case"]["accuracy"] == 0.25
+    assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.slow
@@ -118,6 +119,7 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
         "--max_eval_samples", "16",
         "--pretrain_args", f"{tiny} --num_preview_images 0 --save_strategy no --logging_steps 1",
         "--finetune_args", f"{tiny} --save_strategy no --logging_steps 1 --attack_steps 1",
+        "--autoattack_version", "custom",
         "--eval_args", "--batch_size 16 --no_progress true --autoattack_attacks apgd-ce",
     ]
     assert driver.main(argv) == 0

@@ -4,7 +4,7 @@
 AutoAttack and Square from the authors' `pyautoattack`, and the MIMIR-aware adaptive PGD-MI and
 PGD-feature), checks the figures against each other for signs of gradient masking, and writes
 `robustness.json` (schema in docs/CONTRACTS.md), per-sample results, AutoAttack's log and an
-accuracy-vs-ε plot. `robust_accuracy_metric_path()` is a local `evaluate` module.
+accuracy-vs-ε plot; `plot_accuracy_comparison` draws several models side by side. `robust_accuracy_metric_path()` is a local `evaluate` module.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from .arguments import EvaluationArguments
 from .attacks import Attack, AttackSettings, AttackSpec, build_attack, format_epsilon, parse_attack_name, parse_budget
 from .checks import run_checks
+from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
 from .report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
 from .runner import (
@@ -55,6 +56,8 @@ __all__ = [
     "parse_attack_name",
     "parse_budget",
     "plan_attacks",
+    "plot_accuracy_comparison",
+    "plot_accuracy_vs_epsilon",
     "robust_accuracy_metric_path",
     "run_checks",
 ]

@@ -1,24 +1,42 @@
-"""Robust accuracy versus ε, as a PNG (matplotlib, headless)."""
+"""Robustness pictures as PNGs (matplotlib, headless): accuracy versus ε for one model, and several
+models side by side under the same attacks."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .report import RobustnessReport
 
-__all__ = ["plot_accuracy_vs_epsilon"]
+__all__ = ["plot_accuracy_comparison", "plot_accuracy_vs_epsilon"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(plt, figure, axis, path: str | Path) -> Path:
+    """Legend, layout, write, and free the figure (pyplot keeps every open figure alive otherwise)."""
+    axis.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
 
 
 def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path | None:
     """One line per attack family measured at several budgets (with clean at ε = 0); single-budget
     attacks as markers; the worst case at the headline ε as a star. Returns None if nothing to plot."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     clean = next((r for r in report.results.values() if r.spec.kind == "clean"), None)
     families: dict[str, list] = defaultdict(list)
@@ -48,9 +66,46 @@ def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path
     axis.set_ylim(-2, 102)
     axis.set_title(f"{Path(str(report.model)).name} on {report.dataset} ({report.num_samples} samples)", fontsize=9)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return _finish(plt, figure, axis, path)
+
+
+def plot_accuracy_comparison(
+    accuracies: Mapping[str, Mapping[str, float | None]],
+    path: str | Path,
+    title: str = "",
+) -> Path | None:
+    """Grouped bars, one group per model and one bar per attack, each labelled with its value.
+
+    A comparison of defences is read across models at a fixed attack, so the attacks keep one colour
+    throughout; a model without a value for an attack gets an empty slot rather than a shifted bar.
+    Values are fractions in [0, 1]. Returns None if there is nothing to plot.
+    """
+    attacks: list[str] = []
+    for row in accuracies.values():
+        attacks += [name for name in row if name not in attacks]
+    if not accuracies or not attacks:
+        return None
+    for model, row in accuracies.items():
+        for name, value in row.items():
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"Accuracy of {model!r} under {name!r} must be a fraction in [0, 1], got {value}.")
+    plt = _pyplot()
+    models = list(accuracies)
+    width = 0.8 / len(attacks)
+    figure, axis = plt.subplots(figsize=(max(6.4, 1.6 * len(models) * max(1, len(attacks)) / 3), 4.4), dpi=120)
+    for index, name in enumerate(attacks):
+        xs = [m + (index - (len(attacks) - 1) / 2) * width for m in range(len(models))]
+        values = [accuracies[model].get(name) for model in models]
+        heights = [0.0 if v is None else 100 * v for v in values]
+        bars = axis.bar(xs, heights, width=width * 0.95, label=name)
+        for bar, value in zip(bars, values):
+            if value is not None:
+                axis.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                              ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")
+    axis.set_xticks(range(len(models)), models, fontsize=8)
+    axis.set_ylabel("accuracy (%)")
+    axis.set_ylim(0, 105)
+    if title:
+        axis.set_title(title, fontsize=9)
+    axis.grid(axis="y", alpha=0.3)
+    return _finish(plt, figure, axis, path)
