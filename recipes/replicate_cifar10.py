@@ -1,6 +1,6 @@
 """The paper's comparison in one command: scratch PGD-AT vs MAE -> PGD-AT vs MIMIR -> PGD-AT on CIFAR-10.
 
-    python recipes/replicate_cifar10.py                                   # CPU scale, ~1 hour on 2 idle cores
+    python recipes/replicate_cifar10.py                                   # CPU scale, ~80 min on 2 idle cores
     python recipes/replicate_cifar10.py --skip_existing                   # rerun after a crash: finished stages are kept
     python recipes/replicate_cifar10.py --arms a,c --max_train_samples 2560 --output_dir outputs/rep-small
     python recipes/replicate_cifar10.py --config_dir my_configs/ --data_dir /data/cifar10   # another scale
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluated test images (config: 1000).")
     parser.add_argument("--max_steps", type=int, default=None, help="Cap every training stage (smoke tests only).")
     parser.add_argument("--autoattack_version", default=None, choices=["standard", "plus", "custom"],
-                        help="Override evaluate.yaml's AutoAttack version (e.g. standard for the full suite).")
+                        help="Override evaluate.yaml's AutoAttack version (standard there; custom bounds it to APGD-CE + APGD-T).")
     parser.add_argument("--pretrain_args", default="", help="Extra overrides for both pretraining stages (one quoted string).")
     parser.add_argument("--finetune_args", default="", help="Extra overrides for the three finetuning stages.")
     parser.add_argument("--eval_args", default="", help="Extra overrides for the three evaluations.")
