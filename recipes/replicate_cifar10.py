@@ -39,10 +39,13 @@ RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG_DIR = RECIPES / "configs" / "replicate_cpu"
 DEFAULT_DATA_DIR = "/work/shared/data/cifar10"
 
+# `finetune_overrides` come before --finetune_args, so a user's value still wins. The scratch arm trains
+# without layer-wise lr decay: decay is a prior for pretrained encoders and would starve its random
+# patch embedding.
 ARMS = {
-    "a": {"name": "scratch", "label": "(a) PGD-AT from scratch", "pretrain": None},
-    "b": {"name": "mae", "label": "(b) MAE -> PGD-AT", "pretrain": "mae"},
-    "c": {"name": "mimir", "label": "(c) MIMIR -> PGD-AT", "pretrain": "mimir"},
+    "a": {"name": "scratch", "label": "(a) PGD-AT from scratch", "pretrain": None, "finetune_overrides": ["--layer_decay", "1.0"]},
+    "b": {"name": "mae", "label": "(b) MAE -> PGD-AT", "pretrain": "mae", "finetune_overrides": []},
+    "c": {"name": "mimir", "label": "(c) MIMIR -> PGD-AT", "pretrain": "mimir", "finetune_overrides": []},
 }
 HEADLINE_ATTACKS = ("clean", "pgd-20", "autoattack")
 
@@ -142,7 +145,7 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
         stages.append(Stage(
             f"finetune-{arm['name']}", "finetune.py", configs["finetune"], output,
             [*data, "--model_name_or_path", start, "--output_dir", str(output), *_train_subset(configs["finetune"], args),
-             *steps, *resume, *shlex.split(args.finetune_args)],
+             *steps, *resume, *arm["finetune_overrides"], *shlex.split(args.finetune_args)],
         ))
     for key in args.arms:
         arm = ARMS[key]

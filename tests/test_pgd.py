@@ -155,3 +155,16 @@ def test_parameters_are_frozen_during_the_attack_and_restored_after():
     assert [p.requires_grad for p in model.parameters()] == [True, False, True, True]
     pgd(objective, torch.rand(2, 3, 4, 4), epsilon=0.1, step_size=0.05, steps=1, model=model, freeze_parameters=False)
     assert seen[-1] == [True, False, True, True]
+
+
+def test_gaussian_start_is_trades_start():
+    """start='gaussian' begins at x + 0.001 · N(0, 1) (TRADES, the reference), not anywhere in the ε-ball."""
+    clean = torch.full((64, 3, 8, 8), 0.5)
+    never_called = lambda x: (_ for _ in ()).throw(AssertionError("no gradient step at steps=0"))  # noqa: E731
+    generator = torch.Generator().manual_seed(0)
+    gaussian = pgd(never_called, clean, epsilon=8 / 255, step_size=0.0, steps=0, start="gaussian", generator=generator)
+    uniform = pgd(never_called, clean, epsilon=8 / 255, step_size=0.0, steps=0, generator=generator)
+    assert abs((gaussian - clean).std().item() - 0.001) < 1e-4
+    assert abs((uniform - clean).std().item() - (8 / 255) / 3**0.5) < 1e-3
+    with pytest.raises(ValueError, match="start must be"):
+        pgd(never_called, clean, epsilon=8 / 255, step_size=0.0, steps=0, start="normal")

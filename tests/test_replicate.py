@@ -136,10 +136,13 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     mae_config = yaml.safe_load((out / "pretrain-mae" / "recipe_config.yaml").read_text())
     assert (mimir_config["attack_steps"], mae_config["attack_steps"], mae_config["mi_weight"]) == (1, 0, 0.0)
     finetunes = [yaml.safe_load((out / f"finetune-{n}" / "recipe_config.yaml").read_text()) for n in ("scratch", "mae", "mimir")]
+    run_names = {"model_name_or_path", "output_dir", "logging_dir", "run_name"}
     for config in finetunes[1:]:
         differ = {k for k in config if config[k] != finetunes[0][k]}
-        assert "model_name_or_path" in differ
-        assert differ <= {"model_name_or_path", "output_dir", "logging_dir", "run_name"}, differ
+        assert "model_name_or_path" in differ and "layer_decay" in differ
+        assert differ <= run_names | {"layer_decay"}, differ  # the scratch arm alone trains without layer decay
+    assert finetunes[0]["layer_decay"] == 1.0 and finetunes[1]["layer_decay"] == finetunes[2]["layer_decay"] < 1.0
+    assert {k for k in finetunes[1] if finetunes[1][k] != finetunes[2][k]} <= run_names
     first_times = json.loads((out / "stages.json").read_text())
 
     capsys.readouterr()

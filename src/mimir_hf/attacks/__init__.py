@@ -1,9 +1,10 @@
 """L∞ attacks in pixel space, all built on one PGD core."""
 
 from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
-from .pgd import Objective, frozen_parameters, pgd, preserve_mode, project_linf
+from .pgd import GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_linf
 
 __all__ = [
+    "GAUSSIAN_START_STD",
     "LogitsFn",
     "Objective",
     "cross_entropy_objective",

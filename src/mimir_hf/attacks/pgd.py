@@ -18,7 +18,10 @@ from torch import nn
 
 from ..validation import check_pixel_values
 
-__all__ = ["frozen_parameters", "pgd", "project_linf", "preserve_mode"]
+__all__ = ["GAUSSIAN_START_STD", "frozen_parameters", "pgd", "project_linf", "preserve_mode"]
+
+GAUSSIAN_START_STD = 0.001
+"""Std of TRADES' start x + 0.001 · N(0, 1) (Zhang et al.'s code, which the MIMIR reference reuses)."""
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """Maps an adversarial batch to the per-sample loss (shape `(batch,)`) that the attack maximises."""
@@ -111,6 +114,7 @@ def pgd(
     step_size: float,
     steps: int,
     random_start: bool = True,
+    start: Literal["uniform", "gaussian"] = "uniform",
     restarts: int = 1,
     model: nn.Module | None = None,
     model_mode: Literal["eval", "train"] | None = None,
@@ -129,7 +133,11 @@ def pgd(
         epsilon: L∞ radius in [0, 1] units (8/255 for the usual CIFAR-10 budget).
         step_size: α, the sign-step length.
         steps: number of gradient steps T (0 gives the random start alone, or `inputs` without it).
-        random_start: start from x + U(−ε, ε) projected, as Madry et al. and MIMIR do.
+        random_start: start from a random point near x instead of x itself.
+        start: the random start's law: `"uniform"`, x + U(−ε, ε) projected (Madry et al.'s PGD-AT,
+            MIMIR's pretraining); `"gaussian"`, x + 0.001 · N(0, 1) projected (TRADES' start, which
+            the reference's TRADES finetuning uses; the reference clips it to [0, 1] only after the
+            first step, which moves no pixel by more than the 0.001-scale noise).
         restarts: independent random restarts; per sample the core keeps the first successful
             one when `is_successful` is given, else the one with the largest final objective.
         model: the module the objective runs: its train/eval flags are restored afterwards, and its
@@ -145,6 +153,8 @@ def pgd(
         The adversarial batch, detached, with the dtype and device of `inputs`.
     """
     _check_budget(epsilon, step_size, steps, restarts)
+    if start not in ("uniform", "gaussian"):
+        raise ValueError(f"start must be 'uniform' or 'gaussian', got {start!r}.")
     check_pixel_values(inputs, name="inputs")
     clean = inputs.detach()
 
@@ -155,8 +165,12 @@ def pgd(
         for _ in range(restarts):
             adversarial = clean.clone()
             if random_start and epsilon > 0:
-                noise = torch.rand(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
-                adversarial = project_linf(clean + (2 * noise - 1) * epsilon, clean, epsilon)
+                if start == "gaussian":
+                    noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+                    adversarial = project_linf(clean + GAUSSIAN_START_STD * noise, clean, epsilon)
+                else:
+                    noise = torch.rand(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+                    adversarial = project_linf(clean + (2 * noise - 1) * epsilon, clean, epsilon)
             for _ in range(steps):
                 gradient, _ = _input_gradient(objective, adversarial)
                 adversarial = project_linf(adversarial + step_size * gradient.sign(), clean, epsilon)

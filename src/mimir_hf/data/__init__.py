@@ -7,8 +7,9 @@ are defined there. See `transforms` for the augmentation rules and why evaluatio
 from .arguments import DataArguments
 from .builtin import BUILTIN_DATASETS
 from .npz import dataset_from_arrays
-from .processing import ImageTransform, collate_images, make_image_processor, with_transform
+from .processing import IMAGE_PROCESSOR_FILE, ImageTransform, collate_images, load_image_processor, make_image_processor, with_transform
 from .sources import class_names, detect_columns, load_image_dataset
+from .splits import hold_out_validation, looks_like_test_split
 from .transforms import (
     EvalTransform,
     TrainTransform,
@@ -20,6 +21,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "IMAGE_PROCESSOR_FILE",
     "BUILTIN_DATASETS",
     "DataArguments",
     "EvalTransform",
@@ -32,7 +34,10 @@ __all__ = [
     "detect_columns",
     "eval_resize_size",
     "eval_transform",
+    "hold_out_validation",
     "load_image_dataset",
+    "load_image_processor",
+    "looks_like_test_split",
     "make_image_processor",
     "to_tensor",
     "train_transform",

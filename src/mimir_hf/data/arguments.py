@@ -66,9 +66,19 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N evaluation images (fast robustness checks)."}
     )
+    validation_split_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Finetuning: hold out N training images (drawn with validation_split_seed, removed from training) "
+            "and validate on them instead of on eval_split, so that checkpoint selection never sees test images."
+        },
+    )
+    validation_split_seed: int = field(
+        default=0, metadata={"help": "Seed of the held-out validation draw (the same images for every arm of a comparison)."}
+    )
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "max_train_samples", "max_eval_samples"):
+        for name in ("image_size", "max_train_samples", "max_eval_samples", "validation_split_size"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer or unset; got {value}.")

@@ -14,6 +14,7 @@ exactly, resized ones can differ by a grey level or so — pass `backend="pil"` 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -24,7 +25,16 @@ from transformers.image_utils import PILImageResampling
 
 from .transforms import ImageInput, eval_resize_size
 
-__all__ = ["ImageTransform", "with_transform", "collate_images", "make_image_processor"]
+__all__ = [
+    "IMAGE_PROCESSOR_FILE",
+    "ImageTransform",
+    "collate_images",
+    "load_image_processor",
+    "make_image_processor",
+    "with_transform",
+]
+
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
 class ImageTransform:
@@ -92,3 +102,27 @@ def make_image_processor(image_size: int, crop_fraction: float | None = None) ->
         image_std=[1.0, 1.0, 1.0],
         do_convert_rgb=True,
     )
+
+
+def load_image_processor(source: str | os.PathLike) -> Any | None:
+    """The image processor saved with a checkpoint (a directory or a Hub id), or None if it has none.
+
+    "None" means exactly "no `preprocessor_config.json`": the pixels then go in as they are. A
+    processor that exists but fails to load is an error, never a silent None, because evaluating a
+    model that expects normalised inputs on raw pixels gives plausible but meaningless numbers.
+    """
+    from transformers import AutoImageProcessor
+    from transformers.utils import cached_file
+
+    source = os.fspath(source)
+    # `_raise_exceptions_for_missing_entries` is private; tests/test_data.py has a canary for it.
+    found = cached_file(source, IMAGE_PROCESSOR_FILE, _raise_exceptions_for_missing_entries=False)
+    if found is None:
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(source)
+    except Exception as error:
+        raise ValueError(
+            f"{source!r} has an image processor ({IMAGE_PROCESSOR_FILE}) that does not load: {error}. Refusing to "
+            "go on without it, since the model may expect normalised pixels; fix or remove that file."
+        ) from error

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..attacks import preserve_mode
+from ..data.processing import load_image_processor
 from ..validation import check_pixel_values
 from .attacks import (
     AttackSettings,
@@ -103,7 +104,7 @@ def load_classifier(
     """
     device = torch.device(device) if device is not None else _default_device()
     if isinstance(model, (str, Path)):
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoModelForImageClassification
 
         name = str(model)
         try:
@@ -121,22 +122,14 @@ def load_classifier(
                 f"(a `vit_mae` pretraining checkpoint must be finetuned first). Cause: {error}"
             ) from error
         if image_processor is None:
-            try:
-                image_processor = AutoImageProcessor.from_pretrained(name)
-            except Exception:  # no processor saved: no normalisation to apply
-                image_processor = None
+            image_processor = load_image_processor(name)
     elif isinstance(model, nn.Module):
         module = model
         source = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or "")
         name = source or type(model).__name__
         if image_processor is None and source and Path(source).is_dir():
             # a model object loaded from a directory: honour the processor saved beside it
-            try:
-                from transformers import AutoImageProcessor
-
-                image_processor = AutoImageProcessor.from_pretrained(source)
-            except Exception:
-                image_processor = None
+            image_processor = load_image_processor(source)
     else:
         raise TypeError(f"`model` must be a path, a Hub id or an nn.Module, got {type(model).__name__}.")
     stats = normalization_from_processor(image_processor)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
+from ..training.learning_rate import ScaledLearningRateArguments
+from .conversion import POOLINGS
 
-__all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments"]
+__all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments", "TRADES_STARTS"]
 
 ADVERSARIAL_METHODS = ("pgd", "trades", "mart", "none")
+TRADES_STARTS = ("gaussian", "uniform")
 
 
 @dataclass
-class AdversarialTrainingArguments(TrainingArguments):
+class AdversarialTrainingArguments(ScaledLearningRateArguments):
     """`TrainingArguments` plus the adversarial-training settings of MIMIR's finetuning stage.
 
     Defaults are the paper's CIFAR-10 PGD-AT ones (ε = 8/255, α = 2/255, 10 steps, layer decay
@@ -52,6 +54,14 @@ class AdversarialTrainingArguments(TrainingArguments):
         },
     )
     trades_beta: float = field(default=6.0, metadata={"help": "TRADES trade-off beta (weight of the KL term)."})
+    trades_start: str = field(
+        default="gaussian",
+        metadata={
+            "help": "Start of the TRADES inner attack: `gaussian` (x + 0.001 * N(0, 1), as TRADES and the MIMIR "
+            "reference do) or `uniform` (a uniform point of the eps-ball, like PGD-AT's random start).",
+            "choices": list(TRADES_STARTS),
+        },
+    )
     mart_beta: float = field(default=6.0, metadata={"help": "MART weight of the KL consistency term."})
     layer_decay: float = field(
         default=0.65,
@@ -61,14 +71,8 @@ class AdversarialTrainingArguments(TrainingArguments):
         default=0.0,
         metadata={
             "help": "Stochastic depth: the residual branches of block i are dropped per sample with probability "
-            "drop_path_rate * i / (L - 1) while training (paper: 0.1). Applied with hooks; the saved model is stock."
-        },
-    )
-    base_learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "If set, learning_rate = base_learning_rate * effective batch / 256, where effective batch = "
-            "per-device batch * devices * gradient_accumulation_steps (paper: 1e-3 ImageNet, 0.05 in the CIFAR-10 script)."
+            "drop_path_rate * i / (L - 1) while training (paper: 0.1). The mean-pooled (BEiT) classifier applies it itself, "
+            "from its config; the CLS (ViT) classifier gets it through hooks. The saved model is stock either way."
         },
     )
     warmup_epochs: float | None = field(
@@ -118,17 +122,17 @@ class AdversarialTrainingArguments(TrainingArguments):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.adversarial_method != "none" and self.attack_steps == 0 and not self.attack_random_start:
             raise ValueError("attack_steps=0 without a random start trains on clean images; use adversarial_method='none'.")
-        if self.adversarial_method == "trades" and not self.attack_random_start:
+        if self.trades_start not in TRADES_STARTS:
+            raise ValueError(f"trades_start must be one of {TRADES_STARTS}, got {self.trades_start!r}.")
+        if self.adversarial_method == "trades" and self.trades_start == "uniform" and not self.attack_random_start:
             raise ValueError(
-                "TRADES needs attack_random_start=True: its KL objective has zero gradient at the clean image, so "
-                "PGD started there never moves."
+                "TRADES with trades_start='uniform' needs attack_random_start=True: its KL objective has zero "
+                "gradient at the clean image, so PGD started there never moves."
             )
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}.")
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
-        if self.base_learning_rate is not None and self.base_learning_rate <= 0:
-            raise ValueError(f"base_learning_rate must be > 0, got {self.base_learning_rate}.")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         super().__post_init__()
@@ -171,10 +175,23 @@ class ModelArguments:
     hidden_size: int | None = field(default=None, metadata={"help": "With `scratch`: override the preset's width."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "With `scratch`: override the depth."})
     num_attention_heads: int | None = field(default=None, metadata={"help": "With `scratch`: override the heads."})
+    pooling: str = field(
+        default="mean",
+        metadata={
+            "help": "Classifier head: `mean` (the reference's: average of the patch tokens + a fresh LayerNorm, the "
+            "encoder's final norm dropped; a stock BeitForImageClassification) or `cls` (the CLS token after the "
+            "pretrained final norm; a stock ViTForImageClassification).",
+            "choices": list(POOLINGS),
+        },
+    )
     head_init_std: float | None = field(
         default=None,
         metadata={"help": "Std of the new head's truncated-normal init; default 2e-5 at >= 224 px, else 2e-2."},
     )
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
 
     @property
     def from_scratch(self) -> bool:

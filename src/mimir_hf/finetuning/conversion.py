@@ -1,19 +1,23 @@
-"""From a (MIMIR) masked-autoencoder checkpoint to a stock `ViTForImageClassification`.
+"""From a (MIMIR) masked-autoencoder checkpoint to a stock transformers image classifier.
 
 MIMIR's stage 2 keeps the pretrained encoder, throws the decoder away and puts a fresh linear
-head on top. The result here is an ordinary `vit` checkpoint, so that anything we publish loads
+head on top. The result is an ordinary transformers checkpoint, so that anything we publish loads
 with plain transformers (`pipeline("image-classification", model=...)`) and no custom code.
 
-Two consequences of keeping the stock class, both documented in `docs/finetuning.md`:
+Two poolings, each a stock class:
 
-- pooling is the CLS token's final hidden state (the reference averages the patch tokens and
-  applies a LayerNorm); the MAE pretrains the CLS token and its position, so it is a sound start;
-- the position embeddings become an ordinary trainable parameter initialised with the MAE's
-  fixed 2-D sin-cos table (as the reference's timm ViT does when it loads an MAE checkpoint).
+- `pooling="mean"` (the default, as the reference and MAE's own finetuning do): the patch tokens
+  are averaged and normalised by a *fresh* LayerNorm; the encoder's final norm, which the MAE only
+  ever trained to feed its decoder, is dropped. `BeitForImageClassification` with absolute
+  position embeddings, no relative position bias and no layer scale is exactly that network. Its
+  blocks are ViT-MAE's blocks except for the key bias, which adds the same constant to every
+  attention logit of a query and so cannot change the softmax: dropping it is exact.
+- `pooling="cls"`: `ViTForImageClassification`, the CLS token after the pretrained final norm.
 
-`ViTMAEModel` and `ViTModel` name their modules alike in transformers 5.x (`embeddings.*`,
-`layers.<i>.*`, `layernorm.*`), so the encoder state dict loads into the classifier's `vit`
-with nothing missing; `_map_encoder_key` is the single place to adapt if a version renames one.
+In both, the position embeddings become an ordinary trainable parameter initialised with the
+MAE's fixed 2-D sin-cos table (as the reference's timm ViT does when it loads an MAE checkpoint).
+ViT-MAE, ViT and BEiT name their modules alike in transformers 5.x (`embeddings.*`,
+`layers.<i>.*`), so `_map_encoder_key` is the single place to adapt if a version renames one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
+    BeitConfig,
+    BeitForImageClassification,
     PretrainedConfig,
     PreTrainedModel,
     ViTConfig,
@@ -41,8 +47,11 @@ from transformers import (
 __all__ = [
     "HEAD_INIT_STD_LARGE",
     "HEAD_INIT_STD_SMALL",
+    "POOLINGS",
     "SUPPORTED_MODEL_TYPES",
+    "beit_config_for_classification",
     "check_resolution",
+    "classifier_config",
     "default_head_init_std",
     "encoder_state_dict",
     "init_classifier_head",
@@ -59,6 +68,9 @@ HEAD_INIT_STD_LARGE = 2e-5
 HEAD_INIT_STD_SMALL = 2e-2
 """Std of the head's init for small inputs (CIFAR-10, Tiny-ImageNet, the built-in digits)."""
 SUPPORTED_MODEL_TYPES = ("vit_mae", "vit")
+POOLINGS = ("mean", "cls")
+"""`mean`: patch-token average + fresh LayerNorm (`BeitForImageClassification`, the reference's
+head); `cls`: the CLS token after the encoder's final norm (`ViTForImageClassification`)."""
 
 # ViTConfig fields an encoder shares with ViTMAEConfig (everything the classifier's ViT needs).
 _ENCODER_FIELDS = (
@@ -103,18 +115,13 @@ def check_resolution(image_size: int, patch_size: int) -> None:
         )
 
 
-def vit_config_for_classification(
+def _labels_and_size(
     encoder_config: PretrainedConfig,
-    *,
     num_labels: int,
-    id2label: Mapping[int, str] | None = None,
-    image_size: int | None = None,
-) -> ViTConfig:
-    """A `ViTConfig` with the encoder's architecture, built field by field.
-
-    `ViTMAEConfig` lacks some `ViTConfig` fields (`encoder_stride`, the pooler's) and carries others
-    (the decoder, MIMIR's extra keys), so the config is never copied wholesale.
-    """
+    id2label: Mapping[int, str] | None,
+    image_size: int | None,
+) -> tuple[dict[int, str], int, int]:
+    """Checked `id2label`, image size and patch size for a classifier config."""
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
     if id2label is not None:
@@ -130,6 +137,22 @@ def vit_config_for_classification(
     image_size = source_size if image_size is None else int(image_size)
     patch_size = _as_int_size(encoder_config.patch_size, "patch")
     check_resolution(image_size, patch_size)
+    return id2label, image_size, patch_size
+
+
+def vit_config_for_classification(
+    encoder_config: PretrainedConfig,
+    *,
+    num_labels: int,
+    id2label: Mapping[int, str] | None = None,
+    image_size: int | None = None,
+) -> ViTConfig:
+    """A `ViTConfig` (CLS pooling) with the encoder's architecture, built field by field.
+
+    `ViTMAEConfig` lacks some `ViTConfig` fields (`encoder_stride`, the pooler's) and carries others
+    (the decoder, MIMIR's extra keys), so the config is never copied wholesale.
+    """
+    id2label, image_size, patch_size = _labels_and_size(encoder_config, num_labels, id2label, image_size)
     kwargs: dict[str, Any] = {name: getattr(encoder_config, name) for name in _ENCODER_FIELDS}
     kwargs["patch_size"] = patch_size
     return ViTConfig(
@@ -140,6 +163,66 @@ def vit_config_for_classification(
         id2label=id2label,
         label2id={name: i for i, name in id2label.items()},
     )
+
+
+def beit_config_for_classification(
+    encoder_config: PretrainedConfig,
+    *,
+    num_labels: int,
+    id2label: Mapping[int, str] | None = None,
+    image_size: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> BeitConfig:
+    """A `BeitConfig` that is a mean-pooled ViT: the reference's finetuning network, as a stock class.
+
+    BEiT's extras are switched off (relative position biases, layer scale, mask token) and its
+    absolute position table switched on, which leaves a pre-norm ViT whose pooler averages the patch
+    tokens and applies its own LayerNorm. Its drop path is built in, `rate · i / (L − 1)` on block
+    `i` as in timm, and inert in eval mode.
+    """
+    if not getattr(encoder_config, "qkv_bias", True):
+        raise ValueError(
+            "pooling='mean' builds a BeitForImageClassification, whose query and value projections always "
+            "carry a bias; this encoder was trained with qkv_bias=False. Use pooling='cls'."
+        )
+    if not 0 <= drop_path_rate < 1:
+        raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}.")
+    id2label, image_size, patch_size = _labels_and_size(encoder_config, num_labels, id2label, image_size)
+    kwargs: dict[str, Any] = {name: getattr(encoder_config, name) for name in _ENCODER_FIELDS if name != "qkv_bias"}
+    kwargs["patch_size"] = patch_size
+    return BeitConfig(
+        **kwargs,
+        image_size=image_size,
+        use_mask_token=False,
+        use_absolute_position_embeddings=True,
+        use_relative_position_bias=False,
+        use_shared_relative_position_bias=False,
+        layer_scale_init_value=0.0,
+        drop_path_rate=drop_path_rate,
+        use_mean_pooling=True,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+    )
+
+
+def classifier_config(
+    encoder_config: PretrainedConfig,
+    *,
+    pooling: str = "mean",
+    num_labels: int,
+    id2label: Mapping[int, str] | None = None,
+    image_size: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> BeitConfig | ViTConfig:
+    """The classifier config for `pooling` (`mean` → `BeitConfig`, `cls` → `ViTConfig`)."""
+    if pooling == "mean":
+        return beit_config_for_classification(
+            encoder_config, num_labels=num_labels, id2label=id2label, image_size=image_size, drop_path_rate=drop_path_rate
+        )
+    if pooling == "cls":
+        return vit_config_for_classification(encoder_config, num_labels=num_labels, id2label=id2label, image_size=image_size)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
 
 
 def interpolate_position_embeddings(position_embeddings: torch.Tensor, grid_size: int) -> torch.Tensor:
@@ -195,18 +278,26 @@ def load_encoder(source: str | os.PathLike | PreTrainedModel) -> ViTMAEModel | V
     raise _model_type_error(path, config.model_type)
 
 
-def _map_encoder_key(key: str) -> str | None:
-    """Encoder parameter name → the classifier's `vit.*` name (None drops it)."""
+def _map_encoder_key(key: str, pooling: str = "cls") -> str | None:
+    """Encoder parameter name → the classifier's base-model name (None drops it).
+
+    Mean pooling drops the final norm (a fresh pooler norm replaces it) and the key bias, which
+    softmax cannot see (see the module docstring).
+    """
     if key.startswith("pooler.") or key == "embeddings.mask_token":
+        return None
+    if pooling == "mean" and (key.startswith("layernorm.") or key.endswith("attention.k_proj.bias")):
         return None
     return key
 
 
-def encoder_state_dict(encoder: ViTMAEModel | ViTModel, image_size: int | None = None) -> dict[str, torch.Tensor]:
-    """The encoder's weights named for `ViTForImageClassification.vit`, position table resized if needed."""
+def encoder_state_dict(
+    encoder: ViTMAEModel | ViTModel, image_size: int | None = None, pooling: str = "cls"
+) -> dict[str, torch.Tensor]:
+    """The encoder's weights named for the classifier's base model, position table resized if needed."""
     state = {}
     for key, value in encoder.state_dict().items():
-        mapped = _map_encoder_key(key)
+        mapped = _map_encoder_key(key, pooling)
         if mapped is not None:
             state[mapped] = value.detach().clone()
     if image_size is not None:
@@ -223,10 +314,12 @@ def mae_to_classifier(
     num_labels: int | None = None,
     id2label: Mapping[int, str] | None = None,
     image_size: int | None = None,
+    pooling: str = "mean",
+    drop_path_rate: float = 0.0,
     head_init_std: float | None = None,
     generator: torch.Generator | None = None,
-) -> ViTForImageClassification:
-    """Build a stock `ViTForImageClassification` from the encoder of a `vit_mae` (or `vit`) checkpoint.
+) -> BeitForImageClassification | ViTForImageClassification:
+    """Build a stock image classifier from the encoder of a `vit_mae` (or `vit`) checkpoint.
 
     Args:
         source: checkpoint path / Hub id, or a loaded `ViTMAEForPreTraining`, `ViTMAEModel`, `ViTModel`
@@ -235,7 +328,13 @@ def mae_to_classifier(
         id2label: class names by id, saved in the config (the pipeline reports these).
         image_size: finetuning resolution; the position embeddings are interpolated (2-D bicubic on
             the patch grid) when it differs from the checkpoint's. Must be a multiple of the patch size.
-        head_init_std: std of the truncated-normal head init (cut at ±2 std, bias zero). Default:
+        pooling: `mean` (default, the reference's: a `BeitForImageClassification` averaging the patch
+            tokens through a fresh LayerNorm, the encoder's final norm dropped) or `cls` (a
+            `ViTForImageClassification` reading the CLS token after the pretrained final norm).
+        drop_path_rate: with `mean`, the stochastic-depth rate stored in the config (BEiT applies it
+            itself while training). With `cls` it must stay 0: that class has no drop path, so the
+            trainer adds it with hooks (`AdversarialTrainingArguments.drop_path_rate`).
+        head_init_std: std of the normal head init (bias zero). Default:
             `default_head_init_std(image_size)` (2e-5 at ImageNet size, 2e-2 below).
         generator: random source for the head init.
     """
@@ -243,10 +342,22 @@ def mae_to_classifier(
         if id2label is None:
             raise ValueError("Pass num_labels or id2label: the classifier needs to know how many classes there are.")
         num_labels = len(id2label)
+    if pooling == "cls" and drop_path_rate:
+        raise ValueError(
+            "ViTForImageClassification (pooling='cls') has no built-in drop path; leave drop_path_rate at 0 here "
+            "and set AdversarialTrainingArguments.drop_path_rate, which adds it while training."
+        )
     encoder = load_encoder(source)
-    config = vit_config_for_classification(encoder.config, num_labels=num_labels, id2label=id2label, image_size=image_size)
-    classifier = ViTForImageClassification(config)
-    state = encoder_state_dict(encoder, image_size=_as_int_size(config.image_size, "image"))
+    config = classifier_config(
+        encoder.config,
+        pooling=pooling,
+        num_labels=num_labels,
+        id2label=id2label,
+        image_size=image_size,
+        drop_path_rate=drop_path_rate,
+    )
+    classifier = BeitForImageClassification(config) if pooling == "mean" else ViTForImageClassification(config)
+    state = encoder_state_dict(encoder, image_size=_as_int_size(config.image_size, "image"), pooling=pooling)
     if not state["embeddings.position_embeddings"].any():
         warnings.warn(
             "The checkpoint's position embeddings are all zero, so the encoder cannot tell patches apart. "
@@ -254,13 +365,16 @@ def mae_to_classifier(
             "(`mimir_hf.finetuning.reset_mae_embeddings`) before pretraining.",
             stacklevel=2,
         )
-    result = classifier.vit.load_state_dict(state, strict=False)
+    base = classifier.base_model
+    result = base.load_state_dict(state, strict=False)
     missing = [key for key in result.missing_keys if not key.startswith("pooler.")]
     if missing or result.unexpected_keys:
         raise RuntimeError(
-            f"The encoder weights do not fit the classifier's ViT (missing {missing}, unexpected "
+            f"The encoder weights do not fit the classifier's {type(base).__name__} (missing {missing}, unexpected "
             f"{result.unexpected_keys}); this transformers version may have renamed modules."
         )
+    if pooling == "mean":
+        reset_pooler_norm(classifier)
     std = default_head_init_std(_as_int_size(config.image_size, "image")) if head_init_std is None else head_init_std
     init_classifier_head(classifier.classifier, std, generator=generator)
     classifier.to(dtype=next(encoder.parameters()).dtype)
@@ -268,13 +382,25 @@ def mae_to_classifier(
 
 
 @torch.no_grad()
+def reset_pooler_norm(classifier: BeitForImageClassification) -> None:
+    """Weight 1, bias 0: the reference's `fc_norm` is a fresh LayerNorm, never part of the checkpoint."""
+    norm = classifier.base_model.pooler.layernorm
+    nn.init.ones_(norm.weight)
+    nn.init.zeros_(norm.bias)
+
+
+@torch.no_grad()
 def init_classifier_head(head: nn.Module, std: float, generator: torch.Generator | None = None) -> None:
-    """Truncated normal (±2 std) weights and zero bias, as MAE-style finetuning initialises the new head."""
+    """Normal(0, std) weights truncated at ±2 (absolute, as timm's `trunc_normal_` the reference calls) and zero bias.
+
+    At the stds MAE-style finetuning uses (2e-2, 2e-5) the ±2 cut never bites: the head starts as
+    an untruncated normal, exactly as in the reference.
+    """
     if not isinstance(head, nn.Linear):
         raise TypeError(f"Expected the classifier head to be an nn.Linear, got {type(head).__name__}.")
     if std <= 0:
         raise ValueError(f"head_init_std must be > 0, got {std}.")
-    nn.init.trunc_normal_(head.weight, mean=0.0, std=std, a=-2 * std, b=2 * std, generator=generator)
+    nn.init.trunc_normal_(head.weight, mean=0.0, std=std, a=-2.0, b=2.0, generator=generator)
     nn.init.zeros_(head.bias)
 
 

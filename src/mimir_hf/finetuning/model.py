@@ -7,49 +7,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from transformers import ViTForImageClassification, ViTMAEConfig
+from transformers import BeitForImageClassification, ViTForImageClassification, ViTMAEConfig
 
+from ..modeling.presets import encoder_kwargs
 from .arguments import ModelArguments
 from .conversion import mae_to_classifier, random_mae_encoder
 
 __all__ = ["build_classifier", "scratch_encoder_kwargs"]
 
-# Used only if `mimir_hf.modeling.presets` is unavailable; same table as MIMIR.md.
-_FALLBACK_SIZES = {
-    "vit-t": (192, 12, 3),
-    "vit-s": (384, 12, 6),
-    "vit-b": (768, 12, 12),
-    "vit-l": (1024, 24, 16),
-}
-_FALLBACK_PATCH = {32: 2, 64: 4, 224: 16}
-
 
 def scratch_encoder_kwargs(model_args: ModelArguments, image_size: int) -> dict[str, Any]:
     """Encoder hyper-parameters of `model_args.model_size` at `image_size`, with the explicit overrides."""
-    try:
-        from ..modeling.presets import encoder_kwargs
-    except ImportError:  # pragma: no cover - only before mimir_hf.modeling lands
-        encoder_kwargs = None
-    if encoder_kwargs is not None:
-        kwargs = encoder_kwargs(model_args.model_size, image_size=image_size, patch_size=model_args.patch_size)
-    else:  # pragma: no cover
-        key = model_args.model_size.lower().replace("_", "-")
-        if key not in _FALLBACK_SIZES:
-            raise ValueError(f"Unknown model size {model_args.model_size!r}; choose one of {sorted(_FALLBACK_SIZES)}.")
-        hidden, layers, heads = _FALLBACK_SIZES[key]
-        patch = model_args.patch_size or _FALLBACK_PATCH.get(image_size)
-        if patch is None:
-            raise ValueError(f"No default patch size for {image_size}-px images; set patch_size.")
-        kwargs = {
-            "hidden_size": hidden,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "intermediate_size": 4 * hidden,
-            "image_size": image_size,
-            "patch_size": patch,
-            "layer_norm_eps": 1e-6,
-            "qkv_bias": True,
-        }
+    kwargs = encoder_kwargs(model_args.model_size, image_size=image_size, patch_size=model_args.patch_size)
     for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
         value = getattr(model_args, name)
         if value is not None:
@@ -69,12 +38,14 @@ def build_classifier(
     num_labels: int,
     id2label: Mapping[int, str] | None = None,
     image_size: int | None = None,
+    drop_path_rate: float = 0.0,
     generator: torch.Generator | None = None,
-) -> ViTForImageClassification:
+) -> BeitForImageClassification | ViTForImageClassification:
     """The classifier to finetune: converted from `model_name_or_path`, or a fresh MAE-initialised ViT.
 
     "From scratch" converts a randomly initialised `ViTMAEModel` (sin-cos positions, MAE's init), so the
     three runs of the paper's comparison (scratch / plain MAE / MIMIR) differ only in their weights.
+    `drop_path_rate` is built into the mean-pooled classifier; the CLS one gets it from the trainer.
     """
     source = model_args.model_name_or_path
     if model_args.from_scratch:
@@ -91,6 +62,8 @@ def build_classifier(
         num_labels=num_labels,
         id2label=id2label,
         image_size=image_size,
+        pooling=model_args.pooling,
+        drop_path_rate=drop_path_rate if model_args.pooling == "mean" else 0.0,
         head_init_std=model_args.head_init_std,
         generator=generator,
     )

@@ -19,6 +19,8 @@ from ..data import (
     class_names,
     collate_images,
     eval_transform,
+    hold_out_validation,
+    looks_like_test_split,
     make_image_processor,
     train_transform,
     with_transform,
@@ -74,6 +76,43 @@ def _source_image_size(model_args: ModelArguments) -> int | None:
     return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
 
 
+def _training_and_validation(data_args: DataArguments, training_args: AdversarialTrainingArguments, train_data):
+    """(training images, validation images or None): a held-out slice of training, else `eval_split`.
+
+    The reference keeps its last epoch and never selects on test images; validating on a test split
+    is allowed (it is only monitoring) but warned about, loudly when it picks the checkpoint.
+    """
+    if data_args.validation_split_size is not None:
+        train_data, validation = hold_out_validation(
+            train_data, data_args.validation_split_size, seed=data_args.validation_split_seed
+        )
+        logger.info(
+            "Validating on %d images held out of the training split (seed %d); training on the other %d.",
+            len(validation),
+            data_args.validation_split_seed,
+            len(train_data),
+        )
+        return train_data, validation
+    if training_args.eval_strategy == "no" and not training_args.do_eval:
+        return train_data, None
+    if looks_like_test_split(data_args.eval_split):
+        if training_args.load_best_model_at_end:
+            logger.warning(
+                "load_best_model_at_end selects the checkpoint on the %r split, which holds test images: numbers "
+                "later reported on those images are optimistically biased. Hold out training images instead "
+                "(validation_split_size: 1000), or keep the last checkpoint as the reference does.",
+                data_args.eval_split,
+            )
+        else:
+            logger.warning(
+                "Validation runs on the %r split, which holds test images. That is monitoring only (the last "
+                "checkpoint is kept); to validate without touching test images, set validation_split_size.",
+                data_args.eval_split,
+            )
+    validation = data_args.load(data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples)
+    return train_data, validation
+
+
 def run_finetuning(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -85,9 +124,7 @@ def run_finetuning(
     image_size = data_args.image_size or source_size or 32
 
     train_data = data_args.load(data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples)
-    eval_data = None
-    if training_args.eval_strategy != "no" or training_args.do_eval:
-        eval_data = data_args.load(data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples)
+    train_data, eval_data = _training_and_validation(data_args, training_args, train_data)
     id2label = label_names_for(train_data, eval_data)
 
     model = build_classifier(
@@ -95,6 +132,7 @@ def run_finetuning(
         num_labels=len(id2label),
         id2label=id2label,
         image_size=image_size,
+        drop_path_rate=training_args.drop_path_rate,
         generator=torch.Generator().manual_seed(training_args.seed),
     )
     processor = make_image_processor(image_size, data_args.eval_crop_fraction)

@@ -62,21 +62,33 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
         # We compute the loss ourselves and never pass `num_items_in_batch` to the model; without this the
         # Trainer treats the loss as already normalised over the accumulated batch (ViT accepts loss kwargs).
         self.model_accepts_loss_kwargs = False
-        if args.base_learning_rate is not None:
-            effective_batch = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-            args.learning_rate = args.base_learning_rate * effective_batch / 256
-            logger.info(
-                "learning_rate = base %.3g x effective batch %d / 256 = %.3g",
-                args.base_learning_rate,
-                effective_batch,
-                args.learning_rate,
-            )
-        self._drop_path_handles = add_drop_path(self.model, args.drop_path_rate) if self.model is not None else []
+        self._drop_path_handles = self._install_drop_path(self.model, args.drop_path_rate)
         self._train_counts = torch.zeros(3, dtype=torch.float64)  # clean correct, adversarial correct, samples
         self._has_clean_count = False
         self._has_adversarial_count = False
         self._eval_records: dict[str, list[torch.Tensor]] | None = None
         self._eval_generator: torch.Generator | None = None
+
+    @staticmethod
+    def _install_drop_path(model: nn.Module | None, rate: float) -> list:
+        """Hooks for a model without drop path of its own; a BEiT classifier must already carry `rate`.
+
+        The mean-pooled classifier (`BeitForImageClassification`) builds its drop path from its
+        config, so its rate is fixed when the model is built; a different training value would
+        otherwise be silently ignored.
+        """
+        if model is None:
+            return []
+        built_in = getattr(getattr(model, "config", None), "drop_path_rate", None)
+        if built_in is None:
+            return add_drop_path(model, rate)
+        if abs(float(built_in) - rate) > 1e-12:
+            raise ValueError(
+                f"The model applies drop path itself with config.drop_path_rate={built_in}, but the training "
+                f"arguments ask for drop_path_rate={rate}. Build the classifier with the rate you want "
+                f"(`mae_to_classifier(..., drop_path_rate={rate})`) or set the training argument to {built_in}."
+            )
+        return []
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -158,6 +170,8 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
             "random_start": args.attack_random_start,
             "model_mode": args.attack_model_mode,
         }
+        if method == "trades" and args.trades_start == "gaussian":
+            budget.update(random_start=True, start="gaussian")
         clean_logits = adversarial_logits = None
         if method == "none":
             outputs = model(pixel_values=pixel_values)

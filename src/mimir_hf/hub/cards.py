@@ -116,7 +116,7 @@ def _config_extras(config: dict[str, Any]) -> dict[str, Any]:
         from transformers import AutoConfig
 
         stock = AutoConfig.for_model(config["model_type"]).to_dict()
-    except Exception:  # unknown model type: show nothing rather than everything
+    except (KeyError, ValueError):  # no or unknown model type: show nothing rather than everything
         return {}
     ignore = {"transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id", "auto_map"}
     return {k: v for k, v in config.items() if k not in stock and k not in ignore}

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
+from ..training.learning_rate import ScaledLearningRateArguments
 from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_ESTIMATORS
 
 __all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
@@ -32,7 +31,7 @@ METHOD_FIELDS = (
 
 
 @dataclass
-class MimirTrainingArguments(TrainingArguments):
+class MimirTrainingArguments(ScaledLearningRateArguments):
     r"""
     Configuration for [`MimirTrainer`]: every `TrainingArguments` option plus MIMIR's.
 
@@ -62,8 +61,8 @@ class MimirTrainingArguments(TrainingArguments):
             Fraction of patches the MAE hides.
         base_learning_rate (`float` or `None`, defaults to 1.5e-4):
             MAE scaling rule: `learning_rate = base_learning_rate × effective batch / 256`, with the
-            effective batch = per-device batch × accumulation steps × processes. `None` uses
-            `learning_rate` as given.
+            effective batch = per-device batch × accumulation steps × processes. An explicit
+            `learning_rate` wins over it.
         log_attack_gain (`bool`, defaults to `False`):
             Log the attack's gain (reconstruction loss on x′ minus on x); costs one extra forward.
     """
@@ -86,7 +85,7 @@ class MimirTrainingArguments(TrainingArguments):
     mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked."})
     base_learning_rate: float | None = field(
         default=1.5e-4,
-        metadata={"help": "lr = base_learning_rate × effective batch / 256; None keeps --learning_rate."},
+        metadata={"help": "lr = base_learning_rate × effective batch / 256, unless learning_rate is given."},
     )
     log_attack_gain: bool = field(default=False, metadata={"help": "Log loss(x′) − loss(x) (one extra forward)."})
 
@@ -119,9 +118,6 @@ class MimirTrainingArguments(TrainingArguments):
             raise ValueError(f"mi_sigma must be > 0, got {self.mi_sigma}.")
         if not 0 <= self.mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
-        if self.base_learning_rate is not None:
-            effective_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
-            self.learning_rate = self.base_learning_rate * effective_batch / 256
 
     def method_config(self) -> dict[str, object]:
         """The MIMIR fields, as they are written into the model's `MimirConfig`."""

@@ -54,12 +54,6 @@ class MimirTrainer(ConvertedCheckpointMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
-    # ------------------------------------------------------------------ optimisation
-    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
-        """Also exempt the CLS/mask tokens and position embeddings from weight decay, as MAE does."""
-        exempt = ("cls_token", "mask_token", "position_embeddings", "pos_embed")
-        return [name for name in super().get_decay_parameter_names(model) if not any(key in name for key in exempt)]
-
     # ------------------------------------------------------------------ loss
     def _attack_model(self, model: nn.Module) -> MimirForPreTraining:
         # FSDP shards parameters, so only the wrapped module can run a forward; elsewhere the

@@ -1,6 +1,15 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
+from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
 from .runs import finish_distributed, resolve_resume
 
-__all__ = ["ConvertedCheckpointMixin", "finish_distributed", "load_checkpoint_weights", "resolve_resume"]
+__all__ = [
+    "ConvertedCheckpointMixin",
+    "DEFAULT_LEARNING_RATE",
+    "ScaledLearningRateArguments",
+    "finish_distributed",
+    "load_checkpoint_weights",
+    "resolve_resume",
+    "scaled_learning_rate",
+]

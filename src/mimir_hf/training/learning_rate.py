@@ -1,0 +1,85 @@
+"""The learning-rate scaling rule both stages share: lr = base lr × effective batch / 256.
+
+MAE, MIMIR and their finetuning scripts state a *base* learning rate and scale it with the batch,
+unless an absolute one is given (`if args.lr is None: args.lr = args.blr * eff_batch_size / 256`).
+`learning_rate` therefore defaults to `None` here, so an explicit value can be told apart from
+the stock default and always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["DEFAULT_LEARNING_RATE", "ScaledLearningRateArguments", "scaled_learning_rate"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEARNING_RATE = 5e-5
+"""transformers' own default, used when neither `learning_rate` nor `base_learning_rate` is set."""
+
+
+def scaled_learning_rate(base_learning_rate: float, effective_batch_size: int) -> float:
+    """`base_learning_rate × effective_batch_size / 256` (Goyal et al.'s linear rule, as MAE uses it)."""
+    if base_learning_rate <= 0:
+        raise ValueError(f"base_learning_rate must be > 0, got {base_learning_rate}.")
+    if effective_batch_size <= 0:
+        raise ValueError(f"The effective batch size must be > 0, got {effective_batch_size}.")
+    return base_learning_rate * effective_batch_size / 256
+
+
+@dataclass
+class ScaledLearningRateArguments(TrainingArguments):
+    """`TrainingArguments` whose learning rate may be given as a base rate per 256 images.
+
+    The effective batch is `per-device batch × devices × gradient_accumulation_steps`, i.e. what
+    one optimizer step sees, so a config keeps its meaning on any number of GPUs.
+    """
+
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Absolute peak learning rate. Wins over base_learning_rate when given. Unset: "
+            f"base_learning_rate × effective batch / 256, or {DEFAULT_LEARNING_RATE} if that is unset too."
+        },
+    )
+    base_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate per 256 images: learning_rate = base_learning_rate × effective batch / 256, where "
+            "effective batch = per-device batch × devices × gradient_accumulation_steps. Ignored when "
+            "learning_rate is given."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.learning_rate is not None and self.learning_rate < 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}.")
+        if self.base_learning_rate is not None and self.base_learning_rate <= 0:
+            raise ValueError(f"base_learning_rate must be > 0, got {self.base_learning_rate}.")
+        super().__post_init__()
+        if self.learning_rate is not None:
+            if self.base_learning_rate is not None:
+                logger.info(
+                    "learning_rate=%.3g given explicitly: base_learning_rate=%.3g is not applied.",
+                    self.learning_rate,
+                    self.base_learning_rate,
+                )
+            return
+        if self.base_learning_rate is None:
+            self.learning_rate = DEFAULT_LEARNING_RATE
+            return
+        self.learning_rate = scaled_learning_rate(self.base_learning_rate, self.effective_batch_size)
+        logger.info(
+            "learning_rate = base %.3g × effective batch %d / 256 = %.3g",
+            self.base_learning_rate,
+            self.effective_batch_size,
+            self.learning_rate,
+        )
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Images per optimizer step over all processes."""
+        return self.train_batch_size * self.gradient_accumulation_steps * self.world_size
