@@ -799,10 +799,11 @@ def tiny_report(model_dir: str | Path, epsilon: float = 8 / 255) -> dict[str, An
     }
 
 
-def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
+def build_tiny_checkpoints(root: str | Path, pooling: str = "mean") -> dict[str, Path]:
     """Tiny checkpoints made the way the quickstart recipes make them: a `MimirForPreTraining`
     checkpoint (hidden 32, 2 layers, 16x16, patch 4), converted by `mae_to_classifier` into a stock
-    `ViTForImageClassification`, each saved with the image processor the recipes save
+    classifier (`BeitForImageClassification` with `pooling="mean"`, `ViTForImageClassification` with
+    `"cls"`), each saved with the image processor the recipes save
     (`make_image_processor`) and a recipe_config.yaml; the classifier also gets robustness.json +
     autoattack.log. Writes `reference.json` with the outputs before upload."""
     import torch
@@ -825,7 +826,9 @@ def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
     processor.save_pretrained(pretraining_dir)
     (pretraining_dir / "recipe_config.yaml").write_text("dataset: builtin:digits\nimage_size: 16\nmask_ratio: 0.75\n")
 
-    model = mae_to_classifier(pretraining_dir, id2label=TINY_LABELS, generator=torch.Generator().manual_seed(0)).eval()
+    model = mae_to_classifier(
+        pretraining_dir, id2label=TINY_LABELS, pooling=pooling, generator=torch.Generator().manual_seed(0)
+    ).eval()
     model.save_pretrained(classifier_dir)
     processor.save_pretrained(classifier_dir)
     (classifier_dir / "recipe_config.yaml").write_text(
@@ -840,7 +843,7 @@ def build_tiny_checkpoints(root: str | Path) -> dict[str, Path]:
         outputs = model(**inputs, output_hidden_states=True)
     reference = {
         "logits": outputs.logits.tolist(),
-        "last_hidden_state": model.vit(**inputs).last_hidden_state.tolist(),
+        "last_hidden_state": model.base_model(**inputs).last_hidden_state.tolist(),
         "labels": [TINY_LABELS[i] for i in outputs.logits.argmax(-1).tolist()],
     }
     (root / "reference.json").write_text(json.dumps(reference))

@@ -33,7 +33,11 @@ def test_finetune_configs_parse(config):
     model_args, data_args, args = parse_recipe_args(
         (ModelArguments, DataArguments, AdversarialTrainingArguments), argv=["--config", str(config), "--bf16", "false"]
     )
-    assert args.metric_for_best_model == "eval_robust_accuracy"
+    # no shipped config picks a checkpoint, and none validates on test images: the reference keeps
+    # the last epoch, and validation runs on images held out of the training split
+    assert not args.load_best_model_at_end
+    assert data_args.validation_split_size is not None and data_args.validation_split_size > 0
+    assert model_args.pooling == "mean"
     if "cifar10" in config.stem:
         assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (10, 50, 5)
         assert abs(args.attack_epsilon * 255 - 8) < 1e-9 and abs(args.attack_step_size * 255 - 2) < 1e-9
@@ -44,10 +48,12 @@ def test_finetune_configs_parse(config):
 
 def test_comparison_configs_differ_only_in_starting_weights():
     configs = {name: load_yaml_config(ROOT / "recipes" / "configs" / f"finetune_cifar10_vit_t{name}.yaml") for name in ("", "_mae", "_scratch")}
-    ignored = {"model_name_or_path", "output_dir", "model_size"}
+    ignored = {"model_name_or_path", "output_dir", "model_size", "layer_decay"}
     reference = {k: v for k, v in configs[""].items() if k not in ignored}
     for name, values in configs.items():
         assert {k: v for k, v in values.items() if k not in ignored} == reference, name
+    # layer-wise lr decay is a prior for pretrained encoders: the scratch arm trains without it
+    assert configs["_scratch"]["layer_decay"] == 1.0 and configs[""]["layer_decay"] == configs["_mae"]["layer_decay"] < 1.0
     assert len({values["model_name_or_path"] for values in configs.values()}) == 3
     assert configs["_scratch"]["model_name_or_path"] == "scratch"
 
@@ -73,7 +79,8 @@ print(json.dumps([[r["label"], r["score"]] for [r] in results]))
 
 
 @pytest.mark.slow
-def test_recipe_end_to_end_and_stock_pipeline(tmp_path):
+@pytest.mark.parametrize(("pooling", "model_type", "class_name"), [("mean", "beit", "BeitForImageClassification"), ("cls", "vit", "ViTForImageClassification")])
+def test_recipe_end_to_end_and_stock_pipeline(tmp_path, pooling, model_type, class_name):
     """Finetune a tiny 16-px MAE at 32 px on the digits, then check the output with plain transformers."""
     from mimir_hf.data import eval_transform, load_image_dataset
 
@@ -93,26 +100,27 @@ def test_recipe_end_to_end_and_stock_pipeline(tmp_path):
             "--image_size", "32", "--max_train_samples", "64", "--max_eval_samples", "32",
             "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--num_train_epochs", "1",
             "--attack_steps", "1", "--eval_attack_steps", "2", "--save_strategy", "no", "--load_best_model_at_end", "false",
-            "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0",
+            "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--pooling", pooling,
         ]
     )
     assert {"eval_accuracy", "eval_robust_accuracy", "train_loss"} <= set(metrics)
     config = json.loads((output / "config.json").read_text())
-    assert config["model_type"] == "vit" and config["architectures"] == ["ViTForImageClassification"]
+    assert config["model_type"] == model_type and config["architectures"] == [class_name]
     assert config["image_size"] == 32 and len(config["id2label"]) == 10
     assert (output / "preprocessor_config.json").is_file()
     recorded = yaml.safe_load((output / "recipe_config.yaml").read_text())
     assert recorded["model_name_or_path"] == str(tmp_path / "pretrained") and recorded["adversarial_method"] == "pgd"
 
     # the training-time evaluation preprocessing, applied in this process
-    from transformers import ViTForImageClassification
+    from transformers import AutoModelForImageClassification
 
     images_dir = tmp_path / "images"
     images_dir.mkdir()
     images = list(load_image_dataset("builtin:digits", "test", max_samples=12)["image"])
     for index, image in enumerate(images):
         image.save(images_dir / f"{index:02d}.png")
-    classifier = ViTForImageClassification.from_pretrained(output).eval()
+    classifier = AutoModelForImageClassification.from_pretrained(output).eval()
+    assert type(classifier).__name__ == class_name
     transform = eval_transform(32)
     with torch.no_grad():
         probs = classifier(torch.stack([transform(image) for image in images])).logits.softmax(-1)

@@ -187,7 +187,7 @@ def test_refuses_a_report_about_another_model(classifier, checkpoints):
 def test_uploaded_config_names_a_stock_class(checkpoints, classifier):
     from mimir_hf.hub.publish import stock_config_json
 
-    assert stock_config_json(classifier, "classifier") is None  # already ViTForImageClassification
+    assert stock_config_json(classifier, "classifier") is None  # already a stock class (BeitForImageClassification)
     rewritten = json.loads(stock_config_json(checkpoints["pretraining"], "pretraining"))
     assert rewritten["architectures"] == ["ViTMAEForPreTraining"]
     assert rewritten["attack_epsilon"] == pytest.approx(8 / 255)

@@ -2,7 +2,7 @@
 
 Two Jinja templates ship with the package (`mimir_hf/hub/templates/`, see `model_cards/README.md`):
 `pretraining.md.j2` for a stage-1 `vit_mae` checkpoint and `classifier.md.j2` for a robust
-`ViTForImageClassification`. The card's numbers come from `robustness.json`, its training section
+image classifier (`BeitForImageClassification` mean-pooled, or `ViTForImageClassification`). The card's numbers come from `robustness.json`, its training section
 from `<checkpoint>/recipe_config.yaml` and its architecture from `config.json`; the metadata block
 is built with `huggingface_hub`'s `ModelCardData`/`EvalResult` and checked by parsing the card back.
 """
@@ -158,11 +158,19 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_labels": len(id2label) or config.get("num_labels"),
+        "pooling": _pooling(config) if kind == "classifier" else None,
         "mask_ratio": config.get("mask_ratio"),
         "norm_pix_loss": config.get("norm_pix_loss"),
         "decoder_hidden_size": config.get("decoder_hidden_size"),
         "decoder_num_hidden_layers": config.get("decoder_num_hidden_layers"),
     }
+
+
+def _pooling(config: dict[str, Any]) -> str:
+    """How the classifier reads the encoder: the card says it, since it changes what the numbers mean."""
+    if config.get("use_mean_pooling"):
+        return "mean of the patch tokens through a LayerNorm (as the MIMIR reference and MAE finetuning)"
+    return "the CLS token after the encoder's final LayerNorm"
 
 
 def _labels_preview(config: dict[str, Any], limit: int = 10) -> str:

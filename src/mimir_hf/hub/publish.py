@@ -84,7 +84,7 @@ def _check_checkpoint(folder: Path, kind: CardKind) -> dict[str, Any]:
         if model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
             raise PublishError(
                 f"model_type {model_type!r} is not an image classifier in stock transformers; "
-                "a MIMIR classifier is a 'vit' ViTForImageClassification checkpoint."
+                "a MIMIR classifier is a 'beit' (mean pooling) or 'vit' (CLS pooling) checkpoint from recipes/finetune.py."
             )
         if not config.get("id2label"):
             raise PublishError("config.json has no id2label; the pipeline could not name the classes.")
