@@ -97,7 +97,7 @@ def test_recipe_end_to_end_and_stock_pipeline(tmp_path, pooling, model_type, cla
     metrics = load_recipe().main(
         [
             "--model_name_or_path", str(tmp_path / "pretrained"), "--output_dir", str(output),
-            "--image_size", "32", "--max_train_samples", "64", "--max_eval_samples", "32",
+            "--image_size", "32", "--max_train_samples", "96", "--validation_split_size", "32",
             "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "32", "--num_train_epochs", "1",
             "--attack_steps", "1", "--eval_attack_steps", "2", "--save_strategy", "no", "--load_best_model_at_end", "false",
             "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0", "--pooling", pooling,

@@ -2,7 +2,7 @@
 
 Stage 1 pretrains a `ViTMAEForPreTraining` on adversarial inputs with clean targets and a
 mutual-information penalty (`MimirForPreTraining`, `MimirTrainer`); stage 2 finetunes a stock
-`ViTForImageClassification` adversarially (`AdversarialTrainer`); `mimir_hf.evaluation` measures
+classifier (the reference's mean-pooled head as a `BeitForImageClassification`) adversarially (`AdversarialTrainer`); `mimir_hf.evaluation` measures
 the result with real attacks. Submodules are imported lazily so that `import mimir_hf` stays cheap.
 """
 

@@ -1,17 +1,21 @@
-"""Stage 2 of MIMIR: adversarial finetuning of a stock `ViTForImageClassification`.
+"""Stage 2 of MIMIR: adversarial finetuning of a stock transformers image classifier.
 
-- `mae_to_classifier`: a (MIMIR) `vit_mae` checkpoint → `ViTForImageClassification` (decoder
-  dropped, position embeddings interpolated if the resolution changes, fresh head).
+- `mae_to_classifier`: a (MIMIR) `vit_mae` checkpoint → the reference's mean-pooled classifier as a
+  stock `BeitForImageClassification` (or, with `pooling="cls"`, a `ViTForImageClassification`):
+  decoder dropped, position embeddings interpolated if the resolution changes, fresh head.
 - `AdversarialTrainingArguments` / `AdversarialTrainer`: PGD-AT, TRADES, MART or plain training
   on the shared PGD core, layer-wise lr decay, robust validation (`eval_robust_accuracy`).
 - `ModelArguments`: the recipe's choice of starting point (a checkpoint or `scratch`).
 """
 
-from .arguments import ADVERSARIAL_METHODS, AdversarialTrainingArguments, ModelArguments
+from .arguments import ADVERSARIAL_METHODS, TRADES_STARTS, AdversarialTrainingArguments, ModelArguments
 from .conversion import (
     HEAD_INIT_STD_LARGE,
     HEAD_INIT_STD_SMALL,
+    POOLINGS,
+    beit_config_for_classification,
     check_resolution,
+    classifier_config,
     default_head_init_std,
     init_classifier_head,
     interpolate_position_embeddings,
@@ -19,6 +23,7 @@ from .conversion import (
     mae_to_classifier,
     random_mae_encoder,
     reset_mae_embeddings,
+    reset_pooler_norm,
     vit_config_for_classification,
 )
 from .drop_path import add_drop_path
@@ -34,9 +39,13 @@ __all__ = [
     "HEAD_INIT_STD_LARGE",
     "HEAD_INIT_STD_SMALL",
     "ModelArguments",
+    "POOLINGS",
+    "TRADES_STARTS",
     "add_drop_path",
+    "beit_config_for_classification",
     "build_classifier",
     "check_resolution",
+    "classifier_config",
     "default_head_init_std",
     "init_classifier_head",
     "interpolate_position_embeddings",
@@ -48,6 +57,7 @@ __all__ = [
     "plain_loss",
     "random_mae_encoder",
     "reset_mae_embeddings",
+    "reset_pooler_norm",
     "trades_loss",
     "vit_config_for_classification",
 ]

@@ -60,6 +60,7 @@ __all__ = [
     "mae_to_classifier",
     "random_mae_encoder",
     "reset_mae_embeddings",
+    "reset_pooler_norm",
     "vit_config_for_classification",
 ]
 

@@ -43,7 +43,8 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and
     integer `labels`. The model is any classifier whose forward takes `pixel_values` and returns
-    `.logits`; in MIMIR it is the stock `ViTForImageClassification` built by `mae_to_classifier`.
+    `.logits`; in MIMIR it is the stock classifier built by `mae_to_classifier` (a mean-pooled
+    `BeitForImageClassification` by default).
     """
 
     # The loss returned by compute_loss is a mean over the micro-batch: let training_step divide it
