@@ -16,9 +16,12 @@ weights), so each one is exactly the command a user would type; the commands are
 in `<output_dir>/stages.json`. The config directory must hold pretrain_mae.yaml, pretrain_mimir.yaml,
 finetune.yaml (shared by the three arms) and evaluate.yaml.
 
-At the end `<output_dir>/results.json`, `results.md` and `results.png` (grouped bars) are written from the robustness.json files of
-the evaluations (accuracies, worst case, attack settings) and from the stage wall times that this
-driver measured. Nothing else goes into the table.
+At the end `<output_dir>/results.json`, `results.md` and `results.png` (grouped bars with bootstrap
+intervals) are written from the robustness.json files of the evaluations (accuracies, worst case,
+attack settings), from the stage wall times that this driver measured, and from the paired
+statistics that `mimir_hf.evaluation.compare_evaluations` computes from the evaluations'
+per_sample.npz (exact McNemar tests and paired bootstrap intervals for every pair of arms, the same
+as `python recipes/compare.py --evaluations <output_dir>/eval-*`). Nothing else goes into the table.
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain_args", default="", help="Extra overrides for both pretraining stages (one quoted string).")
     parser.add_argument("--finetune_args", default="", help="Extra overrides for the three finetuning stages.")
     parser.add_argument("--eval_args", default="", help="Extra overrides for the three evaluations.")
+    parser.add_argument("--bootstrap_samples", type=int, default=10_000,
+                        help="Bootstrap resamples of the test images for the paired statistics.")
+    parser.add_argument("--bootstrap_seed", type=int, default=0, help="Seed of that resampling.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
     args = parser.parse_args(argv)
@@ -101,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.arms = [a for a in ARMS if a in arms]
     if args.scale_factor is not None and args.scale_factor <= 0:
         parser.error("--scale_factor must be > 0.")
+    if args.bootstrap_samples < 1:
+        parser.error("--bootstrap_samples must be >= 1.")
     return args
 
 
@@ -243,7 +251,39 @@ def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> 
             "failed_checks": [c["name"] for c in report.get("checks", []) if not c.get("passed")],
         })
         arms.append(row)
-    return {"output_dir": str(out), "arms": arms, "source": "robustness.json of each evaluation; wall times measured by this driver"}
+    return {
+        "output_dir": str(out),
+        "arms": arms,
+        "paired": paired_statistics(args, arms),
+        "source": "robustness.json of each evaluation; wall times measured by this driver; paired statistics by "
+        "mimir_hf.evaluation.compare_evaluations from each evaluation's per_sample.npz",
+    }
+
+
+def paired_statistics(args: argparse.Namespace, arms: list[dict]) -> dict:
+    """The library's paired comparison of the evaluated arms on the headline attacks they all ran.
+
+    A run that took hours must still get its table, so a comparison that cannot be made (one arm,
+    per-sample files missing, arms evaluated on different images) is recorded with its reason instead
+    of raised.
+    """
+    from mimir_hf.evaluation import compare_evaluations
+
+    evaluated = [row for row in arms if not row.get("missing")]
+    if len(evaluated) < 2:
+        return {"skipped": "fewer than two arms were evaluated"}
+    attacks = [a for a in HEADLINE_ATTACKS if all(row["accuracy"].get(a) is not None for row in evaluated)]
+    try:
+        comparison = compare_evaluations(
+            [Path(row["report"]).parent for row in evaluated],
+            names=[row["name"] for row in evaluated],
+            attacks=attacks or None,
+            bootstrap_samples=args.bootstrap_samples,
+            seed=args.bootstrap_seed,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        return {"skipped": str(error)}
+    return comparison.to_dict()
 
 
 def _pct(value: float | None) -> str:
@@ -286,6 +326,13 @@ def format_markdown(results: dict) -> str:
             notes.append(f"- {row['label']}: worst case over {', '.join(wc)}.")
     if notes:
         lines += ["", *notes]
+    paired = results.get("paired") or {}
+    if "metrics" in paired:
+        from mimir_hf.evaluation import format_comparison_markdown
+
+        lines += ["", format_comparison_markdown(paired, title="Paired statistics (same test images)", level=2).rstrip()]
+    elif paired.get("skipped"):
+        lines += ["", f"No paired statistics: {paired['skipped']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -303,16 +350,23 @@ def write_results(args: argparse.Namespace, stage_log: dict | None = None) -> di
 
 
 def plot_results(results: dict, path: Path) -> Path | None:
-    """The table as grouped bars (the arms side by side under each attack); None if no arm was evaluated."""
+    """The table as grouped bars (the arms side by side under each attack), with the paired statistics'
+    bootstrap interval of each accuracy where there is one; None if no arm was evaluated."""
     from mimir_hf.evaluation import plot_accuracy_comparison
 
-    rows = {
-        row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")}
-        for row in results["arms"] if not row.get("missing")
+    evaluated = [row for row in results["arms"] if not row.get("missing")]
+    rows = {row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")} for row in evaluated}
+    metrics = {m["name"]: m for m in (results.get("paired") or {}).get("metrics", [])}
+    intervals = {
+        row["label"]: {name: tuple(metrics[name]["accuracy"][row["name"]]["interval"])
+                       for name in rows[row["label"]] if name in metrics}
+        for row in evaluated
     }
-    sizes = {row.get("num_samples") for row in results["arms"] if not row.get("missing")}
+    sizes = {row.get("num_samples") for row in evaluated}
     title = "CIFAR-10, L∞ ε = 8/255" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")
-    return plot_accuracy_comparison(rows, path, title=title) if rows else None
+    if metrics:
+        title += f"; error bars: {100 * results['paired']['bootstrap']['confidence']:g} % bootstrap intervals"
+    return plot_accuracy_comparison(rows, path, title=title, intervals=intervals) if rows else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -323,13 +323,13 @@ def test_a_model_that_ignores_its_input_is_flagged() -> None:
     assert report.per_class()["0"]["clean_accuracy"] == 0.0
 
 
-def test_comparison_plot_draws_each_value_where_it_belongs(tmp_path) -> None:
+def _plotted_axis(draw):
+    """Run `draw()` and return (its result, the axes of the figure it saved)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = {"scratch": {"clean": 0.5, "pgd-20": 0.25}, "mimir": {"clean": 0.75, "autoattack": 0.125}}
     captured = {}
     savefig = plt.Figure.savefig
 
@@ -339,14 +339,31 @@ def test_comparison_plot_draws_each_value_where_it_belongs(tmp_path) -> None:
 
     plt.Figure.savefig = keep_figure
     try:
-        path = plot_accuracy_comparison(rows, tmp_path / "cmp.png", title="t")
+        result = draw()
     finally:
         plt.Figure.savefig = savefig
+    return result, captured["axis"]
+
+
+def test_comparison_plot_draws_each_value_where_it_belongs(tmp_path) -> None:
+    rows = {"scratch": {"clean": 0.5, "pgd-20": 0.25}, "mimir": {"clean": 0.75, "autoattack": 0.125}}
+    path, axis = _plotted_axis(lambda: plot_accuracy_comparison(rows, tmp_path / "cmp.png", title="t"))
     assert path.read_bytes().startswith(b"\x89PNG")
-    labels = {text.get_text() for text in captured["axis"].texts}
+    labels = {text.get_text() for text in axis.texts}
     assert labels == {"50.0", "25.0", "75.0", "12.5"}  # one label per measured value, none for the gaps
-    heights = sorted(round(p.get_height(), 6) for p in captured["axis"].patches)
+    assert not axis.collections  # no intervals given, no error bars
+    heights = sorted(round(p.get_height(), 6) for p in axis.patches)
     assert heights == [0.0, 0.0, 12.5, 25.0, 50.0, 75.0]
     assert plot_accuracy_comparison({}, tmp_path / "none.png") is None
     with pytest.raises(ValueError, match="fraction"):
         plot_accuracy_comparison({"m": {"clean": 75.0}}, tmp_path / "bad.png")
+
+
+def test_comparison_plot_draws_the_intervals_given(tmp_path) -> None:
+    rows = {"m": {"clean": 0.5, "pgd-20": 0.25}}
+    _, axis = _plotted_axis(lambda: plot_accuracy_comparison(rows, tmp_path / "ci.png",
+                                                             intervals={"m": {"clean": (0.4, 0.6)}}))
+    segments = [seg for collection in axis.collections for seg in collection.get_segments()]
+    assert [tuple(np.round(seg[:, 1], 6)) for seg in segments] == [(40.0, 60.0)]  # one bar, from low to high
+    with pytest.raises(ValueError, match="low <= high"):
+        plot_accuracy_comparison({"m": {"clean": 0.5}}, tmp_path / "bad.png", intervals={"m": {"clean": (0.6, 0.4)}})

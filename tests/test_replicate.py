@@ -107,6 +107,44 @@ def test_results_come_only_from_the_reports(tmp_path):
     assert "not evaluated" in markdown and "apgd-ce, apgd-t" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["arms"][1]["worst_case"]["accuracy"] == 0.25
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+    assert results["paired"] == {"skipped": "fewer than two arms were evaluated"}
+    assert "No paired statistics: fewer than two arms were evaluated" in markdown
+
+
+def test_results_carry_the_paired_statistics_of_the_library(tmp_path) -> None:
+    from evaluation_folders import pair_of_folders
+
+    from mimir_hf.evaluation import compare_evaluations, mcnemar_exact
+
+    # two evaluations in the evaluator's format; under AutoAttack 3 images favour scratch, 10 MIMIR
+    scratch, mimir = pair_of_folders(tmp_path / "made", n=40, only_first=3, only_second=10)
+    scratch.rename(tmp_path / "eval-scratch")
+    mimir.rename(tmp_path / "eval-mimir")
+    args = driver.parse_args(["--output_dir", str(tmp_path), "--arms", "a,c", "--bootstrap_samples", "500",
+                              "--bootstrap_seed", "3"])
+    results = driver.write_results(args, {})
+    paired = results["paired"]
+    assert [m["name"] for m in paired["metrics"]] == ["clean", "pgd-20", "autoattack", "worst case",
+                                                      "(clean + autoattack) / 2"]
+    pair = next(m for m in paired["metrics"] if m["name"] == "autoattack")["pairs"][0]
+    assert (pair["first"], pair["second"], pair["only_first_correct"], pair["only_second_correct"]) == ("scratch", "mimir", 3, 10)
+    assert pair["mcnemar_p"] == mcnemar_exact(3, 10)
+    same = compare_evaluations([tmp_path / "eval-scratch", tmp_path / "eval-mimir"], names=["scratch", "mimir"],
+                               attacks=list(driver.HEADLINE_ATTACKS), bootstrap_samples=500, seed=3)
+    assert paired == json.loads(json.dumps(same.to_dict()))  # exactly what recipes/compare.py computes
+    assert json.loads((tmp_path / "results.json").read_text())["paired"] == paired
+    markdown = (tmp_path / "results.md").read_text()
+    assert "## Paired statistics (same test images)" in markdown
+    assert "| autoattack | scratch − mimir | −17.5 [" in markdown and "| 3 | 10 | 0.092 | 0.092 |" in markdown
+
+    # arms evaluated on different images: the table is still written, with the reason in place of the tests
+    with np.load(tmp_path / "eval-mimir" / "per_sample.npz") as data:
+        arrays = dict(data)
+    arrays["labels"] = (arrays["labels"] + 1) % 10
+    np.savez_compressed(tmp_path / "eval-mimir" / "per_sample.npz", **arrays)
+    results = driver.write_results(args, {})
+    assert "not of the same images" in results["paired"]["skipped"]
+    assert "No paired statistics: Evaluations 'scratch'" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.slow
@@ -152,3 +190,7 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     again = json.loads((out / "stages.json").read_text())
     assert all(again[name]["wall_time_seconds"] == first_times[name]["wall_time_seconds"] for name in first_times)
     assert "| (c) MIMIR -> PGD-AT |" in (out / "results.md").read_text()
+    paired = json.loads((out / "results.json").read_text())["paired"]
+    assert [m["name"] for m in paired["models"]] == ["scratch", "mae", "mimir"] and paired["num_samples"] == 16
+    assert len(next(m for m in paired["metrics"] if m["name"] == "autoattack")["pairs"]) == 3
+    assert "## Paired statistics" in (out / "results.md").read_text()

@@ -4,16 +4,30 @@
 AutoAttack and Square from the authors' `pyautoattack`, and the MIMIR-aware adaptive PGD-MI and
 PGD-feature), checks the figures against each other for signs of gradient masking, and writes
 `robustness.json` (schema in docs/CONTRACTS.md), per-sample results, AutoAttack's log and an
-accuracy-vs-ε plot; `plot_accuracy_comparison` draws several models side by side. `robust_accuracy_metric_path()` is a local `evaluate` module.
+accuracy-vs-ε plot; `plot_accuracy_comparison` draws several models side by side. `compare_evaluations`
+gives paired statistics (exact McNemar, paired bootstrap intervals) of several such evaluations of the
+same images. `robust_accuracy_metric_path()` is a local `evaluate` module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .arguments import EvaluationArguments
+from .arguments import ComparisonArguments, EvaluationArguments
 from .attacks import Attack, AttackSettings, AttackSpec, build_attack, format_epsilon, parse_attack_name, parse_budget
 from .checks import run_checks
+from .comparison import (
+    Comparison,
+    EvaluationFolder,
+    MetricComparison,
+    PairedDifference,
+    bootstrap_means,
+    compare_evaluations,
+    format_comparison_markdown,
+    holm_adjust,
+    load_evaluation,
+    mcnemar_exact,
+)
 from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
 from .report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
@@ -42,16 +56,27 @@ __all__ = [
     "AttackSettings",
     "AttackSpec",
     "Check",
+    "Comparison",
+    "ComparisonArguments",
     "EvaluationArguments",
+    "EvaluationFolder",
     "GradientMaskingWarning",
     "LogitsModel",
+    "MetricComparison",
+    "PairedDifference",
     "RobustnessReport",
+    "bootstrap_means",
     "build_attack",
+    "compare_evaluations",
     "evaluate_from_args",
     "evaluate_robustness",
+    "format_comparison_markdown",
     "format_epsilon",
+    "holm_adjust",
     "load_classifier",
+    "load_evaluation",
     "load_per_sample",
+    "mcnemar_exact",
     "normalization_from_processor",
     "parse_attack_name",
     "parse_budget",

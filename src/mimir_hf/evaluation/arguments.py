@@ -1,4 +1,5 @@
-"""The evaluation half of `recipes/evaluate.py`'s command line (the data half is `mimir_hf.data.DataArguments`)."""
+"""The evaluation half of `recipes/evaluate.py`'s command line (the data half is `mimir_hf.data.DataArguments`),
+and the command line of `recipes/compare.py`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .attacks import parse_budget
 
-__all__ = ["EvaluationArguments"]
+__all__ = ["ComparisonArguments", "EvaluationArguments"]
 
 
 @dataclass
@@ -84,3 +85,48 @@ class EvaluationArguments:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+
+@dataclass
+class ComparisonArguments:
+    """Which evaluations `recipes/compare.py` pairs, and how the bootstrap runs (seeded, so reruns agree)."""
+
+    evaluations: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Two or more folders written by recipes/evaluate.py on the same images (robustness.json + "
+                  "per_sample.npz)."},
+    )
+    names: list[str] | None = field(
+        default=None, metadata={"help": "One display name per evaluation (default: the folder names)."}
+    )
+    output_dir: str = field(
+        default="outputs/comparison",
+        metadata={"help": "Where comparison.json, comparison.md and comparison.png go."},
+    )
+    attacks: list[str] | None = field(
+        default=None, metadata={"help": "Attacks to compare (default: every attack all evaluations ran)."}
+    )
+    robust_attack: str = field(
+        default="autoattack", metadata={"help": "Attack of the (clean + robust) / 2 row."}
+    )
+    bootstrap_samples: int = field(default=10_000, metadata={"help": "Bootstrap resamples of the images."})
+    confidence: float = field(default=0.95, metadata={"help": "Level of the bootstrap intervals."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap resampling."})
+    no_progress: bool = field(default=False, metadata={"help": "Hide the progress bar."})
+
+    def __post_init__(self) -> None:
+        for name in ("evaluations", "names", "attacks"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [v for v in value.replace(",", " ").split() if v])
+        if len(self.evaluations) < 2:
+            raise ValueError(
+                f"Give two or more evaluation folders to compare (--evaluations eval-a eval-b ...), got {self.evaluations}."
+            )
+        if self.names is not None and len(self.names) != len(self.evaluations):
+            raise ValueError(f"--names needs one name per evaluation: {len(self.names)} names for "
+                             f"{len(self.evaluations)} evaluations.")
+        if self.bootstrap_samples < 1:
+            raise ValueError(f"bootstrap_samples must be >= 1, got {self.bootstrap_samples}.")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie strictly between 0 and 1, got {self.confidence}.")

@@ -73,12 +73,15 @@ def plot_accuracy_comparison(
     accuracies: Mapping[str, Mapping[str, float | None]],
     path: str | Path,
     title: str = "",
+    intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
 ) -> Path | None:
     """Grouped bars, one group per model and one bar per attack, each labelled with its value.
 
     A comparison of defences is read across models at a fixed attack, so the attacks keep one colour
     throughout; a model without a value for an attack gets an empty slot rather than a shifted bar.
-    Values are fractions in [0, 1]. Returns None if there is nothing to plot.
+    Values are fractions in [0, 1]. `intervals` (same keys, (low, high) fractions) adds error bars:
+    without them a one-point gap between two bars looks like a result. Returns None if there is
+    nothing to plot.
     """
     attacks: list[str] = []
     for row in accuracies.values():
@@ -89,6 +92,10 @@ def plot_accuracy_comparison(
         for name, value in row.items():
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"Accuracy of {model!r} under {name!r} must be a fraction in [0, 1], got {value}.")
+            bound = (intervals or {}).get(model, {}).get(name)
+            if bound is not None and not 0.0 <= bound[0] <= bound[1] <= 1.0:
+                raise ValueError(f"Interval of {model!r} under {name!r} must be fractions 0 <= low <= high <= 1, "
+                                 f"got {tuple(bound)}.")
     plt = _pyplot()
     models = list(accuracies)
     width = 0.8 / len(attacks)
@@ -98,10 +105,18 @@ def plot_accuracy_comparison(
         values = [accuracies[model].get(name) for model in models]
         heights = [0.0 if v is None else 100 * v for v in values]
         bars = axis.bar(xs, heights, width=width * 0.95, label=name)
-        for bar, value in zip(bars, values):
-            if value is not None:
-                axis.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                              ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")
+        bounds = [(intervals or {}).get(model, {}).get(name) for model in models]
+        for bar, value, bound in zip(bars, values, bounds):
+            if value is None:
+                continue
+            top = bar.get_height()
+            if bound is not None:
+                low, high = 100 * bound[0], 100 * bound[1]
+                axis.errorbar([bar.get_x() + bar.get_width() / 2], [(low + high) / 2], yerr=[(high - low) / 2],
+                              fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+                top = max(top, high)
+            axis.annotate(f"{100 * value:.1f}", (bar.get_x() + bar.get_width() / 2, top),
+                          ha="center", va="bottom", fontsize=7, xytext=(0, 1), textcoords="offset points")
     axis.set_xticks(range(len(models)), models, fontsize=8)
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 105)
