@@ -116,13 +116,18 @@ def check_resolution(image_size: int, patch_size: int) -> None:
         )
 
 
-def _labels_and_size(
+def _classifier_config_kwargs(
     encoder_config: PretrainedConfig,
     num_labels: int,
     id2label: Mapping[int, str] | None,
     image_size: int | None,
-) -> tuple[dict[int, str], int, int]:
-    """Checked `id2label`, image size and patch size for a classifier config."""
+    fields: tuple[str, ...] = _ENCODER_FIELDS,
+) -> dict[str, Any]:
+    """What every classifier config takes from the encoder and the data, checked.
+
+    The config is built field by field: `ViTMAEConfig` lacks some fields of the classifier configs
+    and carries others (the decoder, MIMIR's extra keys) that a classifier must not inherit.
+    """
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
     if id2label is not None:
@@ -138,7 +143,15 @@ def _labels_and_size(
     image_size = source_size if image_size is None else int(image_size)
     patch_size = _as_int_size(encoder_config.patch_size, "patch")
     check_resolution(image_size, patch_size)
-    return id2label, image_size, patch_size
+    kwargs: dict[str, Any] = {name: getattr(encoder_config, name) for name in fields}
+    kwargs.update(
+        patch_size=patch_size,
+        image_size=image_size,
+        num_labels=num_labels,
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+    )
+    return kwargs
 
 
 def vit_config_for_classification(
@@ -148,22 +161,9 @@ def vit_config_for_classification(
     id2label: Mapping[int, str] | None = None,
     image_size: int | None = None,
 ) -> ViTConfig:
-    """A `ViTConfig` (CLS pooling) with the encoder's architecture, built field by field.
-
-    `ViTMAEConfig` lacks some `ViTConfig` fields (`encoder_stride`, the pooler's) and carries others
-    (the decoder, MIMIR's extra keys), so the config is never copied wholesale.
-    """
-    id2label, image_size, patch_size = _labels_and_size(encoder_config, num_labels, id2label, image_size)
-    kwargs: dict[str, Any] = {name: getattr(encoder_config, name) for name in _ENCODER_FIELDS}
-    kwargs["patch_size"] = patch_size
-    return ViTConfig(
-        **kwargs,
-        image_size=image_size,
-        encoder_stride=patch_size,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id={name: i for i, name in id2label.items()},
-    )
+    """A `ViTConfig` (CLS pooling) with the encoder's architecture."""
+    kwargs = _classifier_config_kwargs(encoder_config, num_labels, id2label, image_size)
+    return ViTConfig(**kwargs, encoder_stride=kwargs["patch_size"])
 
 
 def beit_config_for_classification(
@@ -188,12 +188,9 @@ def beit_config_for_classification(
         )
     if not 0 <= drop_path_rate < 1:
         raise ValueError(f"drop_path_rate must lie in [0, 1), got {drop_path_rate}.")
-    id2label, image_size, patch_size = _labels_and_size(encoder_config, num_labels, id2label, image_size)
-    kwargs: dict[str, Any] = {name: getattr(encoder_config, name) for name in _ENCODER_FIELDS if name != "qkv_bias"}
-    kwargs["patch_size"] = patch_size
+    fields = tuple(name for name in _ENCODER_FIELDS if name != "qkv_bias")
     return BeitConfig(
-        **kwargs,
-        image_size=image_size,
+        **_classifier_config_kwargs(encoder_config, num_labels, id2label, image_size, fields),
         use_mask_token=False,
         use_absolute_position_embeddings=True,
         use_relative_position_bias=False,
@@ -201,9 +198,6 @@ def beit_config_for_classification(
         layer_scale_init_value=0.0,
         drop_path_rate=drop_path_rate,
         use_mean_pooling=True,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id={name: i for i, name in id2label.items()},
     )
 
 
