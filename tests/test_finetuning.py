@@ -262,11 +262,12 @@ def test_arguments_validation(tmp_path):
         training_args(tmp_path, adversarial_method="fgsm")
     with pytest.raises(ValueError, match="pixel units"):
         training_args(tmp_path, attack_epsilon=8.0)
-    with pytest.raises(ValueError, match="trades_start='uniform' needs attack_random_start"):
-        training_args(tmp_path, adversarial_method="trades", trades_start="uniform", attack_random_start=False)
+    for start in ("gaussian", "uniform"):
+        with pytest.raises(ValueError, match="TRADES needs attack_random_start"):
+            training_args(tmp_path, adversarial_method="trades", trades_start=start, attack_random_start=False)
     with pytest.raises(ValueError, match="trades_start"):
         training_args(tmp_path, adversarial_method="trades", trades_start="zero")
-    assert training_args(tmp_path, adversarial_method="trades", attack_random_start=False).trades_start == "gaussian"
+    assert training_args(tmp_path, adversarial_method="trades").trades_start == "gaussian"
     args = training_args(tmp_path, eval_attack_steps=10)
     assert math.isclose(args.resolved_eval_attack_step_size, 2 / 255)
     assert training_args(tmp_path, num_train_epochs=50, warmup_epochs=5).get_warmup_steps(1000) == 100

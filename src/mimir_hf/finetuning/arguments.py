@@ -124,10 +124,11 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             raise ValueError("attack_steps=0 without a random start trains on clean images; use adversarial_method='none'.")
         if self.trades_start not in TRADES_STARTS:
             raise ValueError(f"trades_start must be one of {TRADES_STARTS}, got {self.trades_start!r}.")
-        if self.adversarial_method == "trades" and self.trades_start == "uniform" and not self.attack_random_start:
+        if self.adversarial_method == "trades" and not self.attack_random_start:
             raise ValueError(
-                "TRADES with trades_start='uniform' needs attack_random_start=True: its KL objective has zero "
-                "gradient at the clean image, so PGD started there never moves."
+                "TRADES needs attack_random_start=True: its KL objective has zero gradient at the clean image, so "
+                "PGD started there never moves. trades_start chooses the start (gaussian: x + 0.001 * N(0, 1), "
+                "the reference's; uniform: a point of the eps-ball)."
             )
         if not 0 < self.layer_decay <= 1:
             raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}.")

@@ -172,7 +172,7 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
             "model_mode": args.attack_model_mode,
         }
         if method == "trades" and args.trades_start == "gaussian":
-            budget.update(random_start=True, start="gaussian")
+            budget["start"] = "gaussian"
         clean_logits = adversarial_logits = None
         if method == "none":
             outputs = model(pixel_values=pixel_values)
