@@ -109,6 +109,56 @@ def test_results_come_only_from_the_reports(tmp_path):
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 
 
+PAPER_SET = ROOT / "recipes" / "configs" / "replicate_paper.yaml"
+
+
+def test_the_paper_config_set_launches_training_through_accelerate(tmp_path):
+    args = driver.parse_args(["--config_set", str(PAPER_SET), "--data_dir", "/data/c10", "--output_dir", str(tmp_path),
+                              "--finetune_args", "--num_train_epochs 1"])
+    stages = driver.plan_stages(args)
+    assert len(stages) == 8
+    for stage in stages:
+        command = stage.command("python")
+        assert stage.config.is_file()
+        if stage.kind == "eval":
+            assert command[1].endswith("evaluate.py") and Path(command[3]).name == "evaluate_cifar10.yaml"
+        else:
+            assert command[1:6] == ["-m", "accelerate.commands.launch", "-q", "--config_file", str(ROOT / "recipes/accelerate_configs/multi_gpu.yaml")]
+    finetune = stages[3].command("python")
+    # the set's defaults first, the command line's after (the later flag wins)
+    assert finetune[-2:] == ["--num_train_epochs", "1"] and "--eval_strategy" in finetune
+    assert [Path(s.config).name for s in stages[:3]] == [
+        "pretrain_cifar10_vit_t_mae.yaml", "pretrain_cifar10_vit_t.yaml", "finetune_cifar10_vit_t_scratch.yaml"]
+    plain = driver.parse_args(["--config_set", str(PAPER_SET), "--accelerate_config", "none", "--data_dir", "x"])
+    assert all(s.accelerate_config is None for s in driver.plan_stages(plain))
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--accelerate_config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--num_arm", "a"])  # abbreviations are refused
+
+
+@pytest.mark.slow  # reads the .npz data through `datasets`: ~10 s on a shared 2-core machine
+def test_the_data_dir_is_checked_before_any_stage(tmp_path, monkeypatch, capsys):
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage started")
+
+    monkeypatch.setattr(driver, "run_stages", no_stage)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit, match="--data_dir is required"):
+        driver.main(["--output_dir", out])
+    with pytest.raises(SystemExit, match="does not exist"):
+        driver.main(["--output_dir", out, "--data_dir", str(tmp_path / "nowhere")])
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.savez(wrong / "val.npz", images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
+    with pytest.raises(SystemExit, match="no readable split 'test'"):
+        driver.main(["--output_dir", out, "--data_dir", str(wrong)])
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+    monkeypatch.setattr(driver, "run_stages", lambda stages, args: {})
+    monkeypatch.setattr(driver, "write_results", lambda args, log: None)
+    assert driver.main(["--output_dir", out, "--data_dir", str(_write_npz_data(tmp_path / "data"))]) == 0
+
+
 @pytest.mark.slow
 def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     data = _write_npz_data(tmp_path / "data")
@@ -121,6 +171,8 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
         "--finetune_args", f"{tiny} --save_strategy no --logging_steps 1 --attack_steps 1",
         "--autoattack_version", "custom",
         "--eval_args", "--batch_size 16 --no_progress true --autoattack_attacks apgd-ce",
+        # the training stages go through `accelerate launch`, as multi-GPU runs do
+        "--accelerate_config", str(ROOT / "recipes" / "accelerate_configs" / "single_process.yaml"),
     ]
     assert driver.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
@@ -141,6 +193,9 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
         assert "model_name_or_path" in differ
         assert differ <= {"model_name_or_path", "output_dir", "logging_dir", "run_name"}, differ
     first_times = json.loads((out / "stages.json").read_text())
+    for name, stage in first_times.items():
+        launched = "-m accelerate.commands.launch -q --config_file" in stage["command"]
+        assert launched == (not name.startswith("eval-")), name
 
     capsys.readouterr()
     assert driver.main([*argv, "--skip_existing"]) == 0
