@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,17 @@ from mimir_hf.pretraining import MimirTrainingArguments
 from mimir_hf.pretraining.run import PretrainModelArguments
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_restored():
+    """`run_recipe` gives the `mimir_hf` logger a handler, as a recipe process wants; other tests must not inherit it."""
+    library = logging.getLogger("mimir_hf")
+    saved = (list(library.handlers), library.level, library.propagate)
+    yield
+    library.handlers[:] = saved[0]
+    library.setLevel(saved[1])
+    library.propagate = saved[2]
 PRETRAIN = (PretrainModelArguments, DataArguments, MimirTrainingArguments)
 EVALUATE = (EvaluationArguments, DataArguments)
 
@@ -54,7 +66,8 @@ def test_pin_memory_follows_the_device_unless_set(monkeypatch):
 
 def test_a_multi_process_launch_without_gpus_is_cpu_ddp(monkeypatch):
     monkeypatch.setattr("mimir_hf.cli._has_accelerator", lambda: False)
-    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "")  # records the original state, so what the function sets is undone
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setenv("WORLD_SIZE", "1")
     prepare_launch_environment()

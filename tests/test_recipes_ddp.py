@@ -76,7 +76,7 @@ def _launch(recipe: str, out: Path, args: list[str], tmp_path: Path) -> subproce
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "ACCELERATE_USE_CPU"):
         env.pop(name, None)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG),
-               "--main_process_port", "0", str(probe), str(REPO / "recipes" / recipe), str(out), *args]
+               str(probe), str(REPO / "recipes" / recipe), str(out), *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
