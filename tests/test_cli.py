@@ -53,12 +53,18 @@ def test_abbreviated_flags_are_refused_with_the_full_name():
         parse_recipe_args(PRETRAIN, ["--num_train_epoch", "3"])
 
 
+def test_a_bad_value_is_one_sentence_not_the_usage():
+    with pytest.raises(ValueError, match=r"^Argument --num_train_epochs/--num-train-epochs: invalid float value: 'abc'\. Run with --help"):
+        parse_recipe_args(PRETRAIN, ["--num_train_epochs", "abc"])
+
+
 def test_pin_memory_follows_the_device_unless_set(monkeypatch):
     monkeypatch.setattr("mimir_hf.cli._has_accelerator", lambda: False)
     (_, _, args) = parse_recipe_args(PRETRAIN, ["--output_dir", "out"])
     assert args.dataloader_pin_memory is False
-    (_, _, args) = parse_recipe_args(PRETRAIN, ["--output_dir", "out", "--dataloader_pin_memory", "true"])
-    assert args.dataloader_pin_memory is True  # an explicit value is never overwritten
+    for explicit in (["--dataloader_pin_memory", "true"], ["--dataloader-pin-memory=true"]):
+        (_, _, args) = parse_recipe_args(PRETRAIN, ["--output_dir", "out", *explicit])
+        assert args.dataloader_pin_memory is True  # an explicit value is never overwritten
     monkeypatch.setattr("mimir_hf.cli._has_accelerator", lambda: True)
     (_, _, args) = parse_recipe_args(PRETRAIN, ["--output_dir", "out"])
     assert args.dataloader_pin_memory is True

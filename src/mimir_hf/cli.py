@@ -107,7 +107,7 @@ def _command_line_fields(argv: list[str], known: set[str]) -> set[str]:
     names = set()
     for token in argv:
         if token.startswith("--"):
-            name = token[2:].split("=", 1)[0]
+            name = token[2:].split("=", 1)[0].replace("-", "_")  # HfArgumentParser also accepts --dash-names
             if name not in known and name.startswith("no_") and name[3:] in known:
                 name = name[3:]
             names.add(name)
@@ -146,6 +146,10 @@ def prepare_launch_environment() -> None:
             logger.info("No GPU found: the %s launched processes train with DDP on CPU (gloo).", os.environ.get("WORLD_SIZE", "?"))
 
 
+def _refuse(message: str):
+    raise ValueError(f"{message[:1].upper()}{message[1:]}.")
+
+
 def parse_recipe_args(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -170,6 +174,7 @@ def parse_recipe_args(
 
     parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
     parser._negative_number_matcher = _NEGATIVE_VALUE  # private argparse attribute; tests/test_cli.py guards it
+    parser.error = _refuse  # a bad value is one line, not the usage of 150 options followed by the message
     values: dict[str, Any] = {}
     if config_path is not None:
         values = load_yaml_config(config_path)
