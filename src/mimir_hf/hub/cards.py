@@ -320,7 +320,10 @@ def chosen_settings(config: dict[str, Any], kind: str) -> tuple[dict[str, Any], 
     defaults = _recipe_defaults(kind)
     if defaults is None:
         return config, False
-    chosen = {k: v for k, v in config.items() if k in _ALWAYS_SHOWN or k not in defaults or defaults[k] != v}
+    chosen = {
+        k: v for k, v in config.items()
+        if (k in _ALWAYS_SHOWN and v not in (None, -1)) or k not in defaults or defaults[k] != v
+    }
     return chosen, True
 
 

@@ -298,7 +298,7 @@ def publish_checkpoint(
         target = Path(card_path) if card_path is not None else folder / "README.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(card_text, encoding="utf-8")
-        logger.info("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
+        logger.debug("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
         return PublishResult(repo_id, None, None, None, sorted(uploads), [], card_text, dry_run=True)
 
     try:
