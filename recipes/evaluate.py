@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if eval_args.model_name_or_path == QUICKSTART_MODEL and not Path(QUICKSTART_MODEL).is_dir():
         raise FileNotFoundError(
             f"The quickstart classifier {QUICKSTART_MODEL!r} does not exist (looked in {Path.cwd()}). Run the "
-            "quickstart first — `accelerate launch recipes/pretrain.py` then `accelerate launch recipes/finetune.py` — "
-            "from the repository root, or evaluate another checkpoint with --model_name_or_path."
+            "quickstart first (README.md, 'The whole pipeline'): recipes/pretrain.py then recipes/finetune.py under "
+            "`accelerate launch -q --config_file recipes/accelerate_configs/single_process.yaml`, from the repository "
+            "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
     save_recipe_config(output_dir, eval_args, data_args)
