@@ -216,10 +216,7 @@ def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
         }
         (sweep if is_sweep_entry(name) else rows).append(row)
     swept = {row["name"].partition("@")[0] for row in sweep}
-    for row in rows:
-        if row["name"] in swept:
-            entry = report["attacks"][row["name"]]
-            sweep.append({**row, "display": attack_display_name(row["name"], entry), "headline": True})
+    sweep += [{**row, "headline": True} for row in rows if row["name"] in swept]
     for row in sweep:
         row["family"] = row["name"].partition("@")[0]
         row["epsilon"] = report["attacks"][row["name"]].get("epsilon", headline)
