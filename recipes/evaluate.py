@@ -10,7 +10,8 @@ adaptive attacks, with checks against gradient masking.
 Writes robustness.json, per_sample.npz, autoattack.log, accuracy_vs_epsilon.png and
 recipe_config.yaml to --output_dir and prints the table. Every option of EvaluationArguments and
 DataArguments is accepted (`--help` lists them). Exit status 3 when --fail_on_check is set and a
-gradient-masking check failed.
+gradient-masking check failed; 2 on a user error (one line on stderr; `--debug` or MIMIR_DEBUG=1
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mimir_hf.cli import parse_recipe_args, save_recipe_config
+from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, evaluate_from_args
 
@@ -30,10 +31,11 @@ CHECK_FAILED_EXIT_CODE = 3
 def main(argv: list[str] | None = None) -> int:
     eval_args, data_args = parse_recipe_args((EvaluationArguments, DataArguments), argv, default_config=QUICKSTART)
     if eval_args.model_name_or_path == QUICKSTART_MODEL and not Path(QUICKSTART_MODEL).is_dir():
-        raise SystemExit(
-            f"error: the quickstart classifier {QUICKSTART_MODEL!r} does not exist (looked in {Path.cwd()}). Run the "
-            "quickstart first — `accelerate launch recipes/pretrain.py` then `accelerate launch recipes/finetune.py` — "
-            "from the repository root, or evaluate another checkpoint with --model_name_or_path."
+        raise FileNotFoundError(
+            f"The quickstart classifier {QUICKSTART_MODEL!r} does not exist (looked in {Path.cwd()}). Run the "
+            "quickstart first (README.md, 'The whole pipeline'): recipes/pretrain.py then recipes/finetune.py under "
+            "`accelerate launch -q --config_file recipes/accelerate_configs/single_process.yaml`, from the repository "
+            "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
     save_recipe_config(output_dir, eval_args, data_args)
@@ -49,4 +51,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_recipe(main))

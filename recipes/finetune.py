@@ -6,13 +6,15 @@
 
 Every option of ModelArguments, DataArguments and AdversarialTrainingArguments is accepted
 (`--help` lists them); a config key that none of them knows is an error. The output directory
-is a stock `vit` checkpoint: `pipeline("image-classification", model=output_dir)` works as is.
+is a stock transformers checkpoint: `pipeline("image-classification", model=output_dir)` works as is.
+A user error (bad path, missing checkpoint) prints one line and exits with status 2; `--debug` or
+MIMIR_DEBUG=1 shows the traceback.
 """
 
 import sys
 from pathlib import Path
 
-from mimir_hf.cli import parse_recipe_args
+from mimir_hf.cli import parse_recipe_args, run_recipe
 from mimir_hf.data import DataArguments
 from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
 from mimir_hf.training import finish_distributed
@@ -28,13 +30,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     try:
         return run_finetuning(model_args, data_args, training_args)
-    except FileNotFoundError as error:
-        if argv is not None:
-            raise
-        sys.exit(f"error: {error}")
     finally:
         finish_distributed()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_recipe(main))

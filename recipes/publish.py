@@ -10,16 +10,18 @@
 
 `--dry_run` writes the card (default `<checkpoint>/README.md`) and pushes nothing. The token comes
 from `HF_TOKEN` or `hf auth login`, never from the command line; `HF_ENDPOINT` selects another Hub.
-Options can also come from `--config file.yaml`.
+Options can also come from `--config file.yaml`. A refusal or user error prints one line and exits
+with status 2 (`--debug` or MIMIR_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mimir_hf.cli import parse_recipe_args
+from mimir_hf.cli import parse_recipe_args, run_recipe
 
 
 @dataclass
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None):
     from mimir_hf.hub import publish_checkpoint
 
     if args.repo_id is None and not args.dry_run:
-        raise SystemExit("--repo_id is required (or pass --dry_run to only write the card).")
+        raise ValueError("--repo_id is required (or pass --dry_run to only write the card).")
     repo_id = args.repo_id or f"your-org/{Path(args.checkpoint).resolve().name}"
     result = publish_checkpoint(
         args.checkpoint,
@@ -83,4 +85,6 @@ def main(argv: list[str] | None = None):
 
 
 if __name__ == "__main__":
-    main()
+    from mimir_hf.hub import PublishError
+
+    sys.exit(run_recipe(main, user_errors=(PublishError,)))

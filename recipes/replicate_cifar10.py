@@ -1,9 +1,13 @@
 """The paper's comparison in one command: scratch PGD-AT vs MAE -> PGD-AT vs MIMIR -> PGD-AT on CIFAR-10.
 
-    python recipes/replicate_cifar10.py                                   # CPU scale, ~80 min on 2 idle cores
-    python recipes/replicate_cifar10.py --skip_existing                   # rerun after a crash: finished stages are kept
-    python recipes/replicate_cifar10.py --arms a,c --max_train_samples 2560 --output_dir outputs/rep-small
-    python recipes/replicate_cifar10.py --config_dir my_configs/ --data_dir /data/cifar10   # another scale
+    python recipes/replicate_cifar10.py --data_dir data/cifar10           # CPU scale, ~80 min on 2 idle cores
+    python recipes/replicate_cifar10.py --data_dir data/cifar10 --skip_existing        # rerun after a crash
+    python recipes/replicate_cifar10.py --data_dir data/cifar10 --arms a,c --max_train_samples 2560 --output_dir outputs/rep-small
+    python recipes/replicate_cifar10.py --data_dir data/cifar10 --config_set recipes/configs/replicate_paper.yaml \
+        --output_dir outputs/replicate-paper --skip_existing              # the paper's scale, 4 GPUs
+
+`--data_dir` holds CIFAR-10 as train_batch_1..5.npz + test.npz (or is any other `--dataset` source,
+e.g. the Hub's uoft-cs/cifar10); it is checked before the first stage starts.
 
 Arms (identical finetuning config, seeds, data order and evaluation; only the starting weights differ):
     a  PGD adversarial training from scratch (same architecture, random MAE-style init)
@@ -14,7 +18,12 @@ Every stage is a subprocess of the ordinary recipe (recipes/pretrain.py, finetun
 with `--config <config_dir>/<stage>.yaml` plus a few overrides (data, output folder, starting
 weights), so each one is exactly the command a user would type; the commands are printed and saved
 in `<output_dir>/stages.json`. The config directory must hold pretrain_mae.yaml, pretrain_mimir.yaml,
-finetune.yaml (shared by the three arms) and evaluate.yaml.
+finetune.yaml (shared by the three arms) and evaluate.yaml. A config set (`--config_set`, a YAML
+file) names the four configs instead, and may add an Accelerate config and default extra options.
+
+With `--accelerate_config FILE` (or `accelerate_config:` in the config set) the five training stages
+run under `accelerate launch --config_file FILE` (multi-GPU, multi-node, FSDP: whatever the file
+says); the evaluations stay single-process.
 
 At the end `<output_dir>/results.json`, `results.md` and `results.png` (grouped bars with bootstrap
 intervals) are written from the robustness.json files of the evaluations (accuracies, worst case,
@@ -29,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -40,7 +50,8 @@ import yaml
 
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG_DIR = RECIPES / "configs" / "replicate_cpu"
-DEFAULT_DATA_DIR = "/work/shared/data/cifar10"
+STAGE_CONFIGS = ("pretrain_mae", "pretrain_mimir", "finetune", "evaluate")
+CONFIG_SET_KEYS = (*STAGE_CONFIGS, "accelerate_config", "pretrain_args", "finetune_args", "eval_args")
 
 # `finetune_overrides` come before --finetune_args, so a user's value still wins. The scratch arm trains
 # without layer-wise lr decay: decay is a prior for pretrained encoders and would starve its random
@@ -60,13 +71,18 @@ class Stage:
     config: Path
     output_dir: Path
     overrides: list[str] = field(default_factory=list)
+    accelerate_config: Path | None = None  # run under `accelerate launch --config_file ...`
 
     @property
     def kind(self) -> str:
         return self.name.split("-", 1)[0]
 
     def command(self, python: str) -> list[str]:
-        return [python, str(RECIPES / self.recipe), "--config", str(self.config), *self.overrides]
+        launcher = []
+        if self.accelerate_config is not None:
+            # -q: a failed stage shows the recipe's own one-line error, not the launcher's traceback too
+            launcher = ["-m", "accelerate.commands.launch", "-q", "--config_file", str(self.accelerate_config)]
+        return [python, *launcher, str(RECIPES / self.recipe), "--config", str(self.config), *self.overrides]
 
     def is_complete(self) -> bool:
         """Outputs that a recipe writes only when its run has finished."""
@@ -77,10 +93,18 @@ class Stage:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="CIFAR-10 as train_batch_*.npz + test.npz (or any --dataset source).")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--data_dir", default=None,
+                        help="Required for a run: CIFAR-10 as train_batch_*.npz + test.npz (or any --dataset source).")
     parser.add_argument("--output_dir", default="outputs/replicate-cifar10")
     parser.add_argument("--config_dir", default=str(DEFAULT_CONFIG_DIR), help="Folder with the four stage configs.")
+    parser.add_argument("--config_set", default=None,
+                        help="A YAML file naming the four stage configs (paths relative to it), optionally an "
+                             "accelerate_config and default pretrain_args/finetune_args/eval_args; replaces --config_dir. "
+                             "recipes/configs/replicate_paper.yaml is the paper's scale.")
+    parser.add_argument("--accelerate_config", default=None,
+                        help="Run the training stages under `accelerate launch --config_file` this file "
+                             "(e.g. recipes/accelerate_configs/multi_gpu.yaml); overrides the config set's.")
     parser.add_argument("--arms", default="a,b,c", help="Comma-separated subset of a (scratch), b (MAE), c (MIMIR).")
     parser.add_argument("--skip_existing", action="store_true",
                         help="Skip stages whose final outputs exist; an unfinished training stage resumes from its last checkpoint.")
@@ -109,7 +133,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--scale_factor must be > 0.")
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap_samples must be >= 1.")
+    args.stage_configs, config_set = _stage_configs(args, parser)
+    for key in ("pretrain_args", "finetune_args", "eval_args"):  # the set's defaults first, the command line's after
+        setattr(args, key, " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part))
+    accelerate = args.accelerate_config or config_set.get("accelerate_config")
+    args.accelerate_config = None if accelerate in (None, "", "none") else Path(accelerate)
+    if args.accelerate_config is not None and not args.accelerate_config.is_file():
+        parser.error(f"the Accelerate config {str(args.accelerate_config)!r} does not exist.")
     return args
+
+
+def _stage_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Path], dict]:
+    """The four stage configs (and the config set's other entries), from --config_set or --config_dir."""
+    if args.config_set is None:
+        config_dir = Path(args.config_dir)
+        return {name: config_dir / f"{name}.yaml" for name in STAGE_CONFIGS}, {}
+    path = Path(args.config_set)
+    if not path.is_file():
+        parser.error(f"the config set {str(path)!r} does not exist.")
+    config_set = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = sorted(set(config_set) - set(CONFIG_SET_KEYS))
+    missing = [name for name in STAGE_CONFIGS if not config_set.get(name)]
+    if not isinstance(config_set, dict) or unknown or missing:
+        parser.error(f"{path}: a config set maps {', '.join(STAGE_CONFIGS)} to config files (and may set "
+                     f"{', '.join(CONFIG_SET_KEYS[4:])}); unknown keys {unknown}, missing {missing}.")
+    resolved = dict(config_set)
+    for key in (*STAGE_CONFIGS, "accelerate_config"):
+        if resolved.get(key) and resolved[key] != "none" and not Path(resolved[key]).is_absolute():
+            resolved[key] = os.path.normpath(path.parent / resolved[key])
+    return {name: Path(resolved[name]) for name in STAGE_CONFIGS}, resolved
+
+
+def check_data_dir(args: argparse.Namespace, stages: list[Stage]) -> None:
+    """Fail before the first stage, not hours later, when the data cannot be read for a split a stage uses."""
+    if args.data_dir is None:
+        raise SystemExit("error: --data_dir is required: a folder with CIFAR-10 as train_batch_1..5.npz + test.npz "
+                         "(the .npz loader reads them in place), or another --dataset source such as uoft-cs/cifar10.")
+    source = str(args.data_dir)
+    local = Path(source).expanduser()
+    if not local.exists():
+        looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~")) or source.startswith("builtin:")
+        if looks_like_hub_id:
+            return  # a Hub data set: the first stage downloads (and checks) it
+        raise SystemExit(f"error: --data_dir {source!r} does not exist.")
+    from mimir_hf.data import load_image_dataset
+
+    splits = set()
+    for stage in stages:
+        config = yaml.safe_load(stage.config.read_text(encoding="utf-8")) or {}
+        splits.add(config.get("eval_split", "test"))
+        if stage.kind != "eval":
+            splits.add(config.get("train_split", "train"))
+    for split in sorted(splits):
+        try:
+            data = load_image_dataset(source, split, max_samples=1)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: --data_dir {source!r} has no readable split {split!r}: {error}") from None
+        if len(data) == 0:
+            raise SystemExit(f"error: --data_dir {source!r}: split {split!r} is empty.")
 
 
 def _train_subset(config: Path, args: argparse.Namespace) -> list[str]:
@@ -125,13 +206,13 @@ def _train_subset(config: Path, args: argparse.Namespace) -> list[str]:
 
 def plan_stages(args: argparse.Namespace) -> list[Stage]:
     """The stages in the order they run: pretraining (MAE, MIMIR), three finetunes, three evaluations."""
-    config_dir = Path(args.config_dir)
     out = Path(args.output_dir)
-    configs = {name: config_dir / f"{name}.yaml" for name in ("pretrain_mae", "pretrain_mimir", "finetune", "evaluate")}
+    configs = args.stage_configs
     missing = [str(p) for p in configs.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"error: missing config(s): {', '.join(missing)}")
-    data = ["--dataset", str(args.data_dir)]
+    data = ["--dataset", str(args.data_dir if args.data_dir is not None else "<--data_dir>")]
+    launch = args.accelerate_config
     steps = ["--max_steps", str(args.max_steps)] if args.max_steps is not None else []
     resume = ["--resume_from_checkpoint", "last"] if args.skip_existing else []
 
@@ -145,6 +226,7 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
         stages.append(Stage(
             f"pretrain-{pretrain}", "pretrain.py", config, output,
             [*data, "--output_dir", str(output), *_train_subset(config, args), *steps, *resume, *shlex.split(args.pretrain_args)],
+            accelerate_config=launch,
         ))
     for key in args.arms:
         arm = ARMS[key]
@@ -154,6 +236,7 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
             f"finetune-{arm['name']}", "finetune.py", configs["finetune"], output,
             [*data, "--model_name_or_path", start, "--output_dir", str(output), *_train_subset(configs["finetune"], args),
              *steps, *resume, *arm["finetune_overrides"], *shlex.split(args.finetune_args)],
+            accelerate_config=launch,
         ))
     for key in args.arms:
         arm = ARMS[key]
@@ -376,8 +459,11 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stages:
             print(shlex.join(stage.command(args.python)))
         return 0
-    print(f"Replication: arms {', '.join(args.arms)}, {len(stages)} stages, configs from {args.config_dir}, "
-          f"outputs in {args.output_dir}", flush=True)
+    check_data_dir(args, stages)
+    print(f"Replication: arms {', '.join(args.arms)}, {len(stages)} stages, configs from "
+          f"{args.config_set or args.config_dir}, outputs in {args.output_dir}"
+          + (f", training under accelerate launch --config_file {args.accelerate_config}" if args.accelerate_config else ""),
+          flush=True)
     stage_log = run_stages(stages, args)
     write_results(args, stage_log)
     return 0

@@ -44,7 +44,7 @@ def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
 
 def test_recipe_without_the_quickstart_classifier_says_what_to_run(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="recipes/finetune.py"):
+    with pytest.raises(FileNotFoundError, match="recipes/finetune.py"):
         load_recipe().main([])
 
 

@@ -79,10 +79,13 @@ def test_classifier_card_round_trip(classifier):
     body = card.text
     assert "8/255" in body and "[0, 1]" in body and "never mean/std-normalised" in body
     assert "42.19" in body and "39.06" in body  # the report's numbers, as percentages
-    assert "PGD-20 at ε=16/255" in body  # the sweep, in the body only
+    assert "| PGD-20 | 16/255 | 12.50 |" in body  # the sweep, in the body only
     assert 'pipeline("image-classification", model="org/mimir-tiny")' in body
     assert 'AutoModelForImageClassification.from_pretrained("org/mimir-tiny")' in body
     assert "arXiv:2312.04960" in body and "Xu, Yu, Wu, Picek" in body
+    assert "author  = {Xu, Xiaoyun and Yu, Shujian and Wu, Jingzheng and Picek, Stjepan}" in body
+    assert "None" not in body  # e.g. AutoAttack has no step count: a dash, not "None"
+    assert "![Accuracy versus ε for every attack](accuracy_vs_epsilon.png)" in body
     assert "learning_rate: 0.001" in body  # the recipe config, embedded
     assert "hf_this_must_not_leak" not in text and "hub_token: <redacted>" in body
 
@@ -195,7 +198,64 @@ def test_uploaded_config_names_a_stock_class(checkpoints, classifier):
 
 def test_files_to_publish(classifier):
     files = files_to_publish(classifier)
-    assert set(files) == {"model.safetensors", "config.json", "preprocessor_config.json", "robustness.json", "autoattack.log"}
+    assert set(files) == {"model.safetensors", "config.json", "preprocessor_config.json", "robustness.json", "autoattack.log",
+                          "accuracy_vs_epsilon.png", "per_sample.npz", "robustness_table.txt"}
+
+
+def test_autoattack_is_labelled_by_what_ran(classifier):
+    report = _report(classifier)
+    report["attacks"]["autoattack"].update(version="custom", attacks=["apgd-ce"], attacks_run=["apgd-ce"])
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    text = render_model_card(classifier, repo_id="org/x")
+    assert "standard" not in text.lower()  # neither in the table nor in the model-index
+    assert "| AutoAttack (custom: APGD-CE) |" in text and "AutoAttack (custom: APGD-CE) accuracy (L∞, ε=8/255)" in text
+
+    # standard, but a component dropped (fewer than 4 classes): named by what ran, not "standard"
+    report["attacks"]["autoattack"] = {**report["attacks"]["autoattack"], "version": "standard",
+                                       "attacks_run": ["apgd-ce", "fab-t", "square"]}
+    report["attacks"]["autoattack"].pop("attacks")
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    text = render_model_card(classifier, repo_id="org/x")
+    assert "standard" not in text.lower() and "AutoAttack (custom: APGD-CE, FAB-T, Square)" in text
+
+    report["attacks"]["autoattack"] = {**report["attacks"]["autoattack"], "version": "standard"}
+    report["attacks"]["autoattack"].pop("attacks_run")
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    assert "| AutoAttack (standard) |" in render_model_card(classifier, repo_id="org/x")
+
+
+def test_the_sweep_is_sorted_by_budget_and_holds_the_headline(classifier):
+    report = _report(classifier)
+    report["attacks"]["pgd-20@eps=2/255"] = {**report["attacks"]["pgd-20@eps=16/255"], "epsilon": 2 / 255, "accuracy": 0.6}
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    text = render_model_card(classifier, repo_id="org/x")
+    sweep = text.split("Accuracy as the budget grows", 1)[1]
+    rows = [line for line in sweep.splitlines() if line.startswith("| PGD-20 | ")]
+    assert [row.split(" | ")[1] for row in rows] == ["2/255", "8/255 (the threat model's)", "16/255", "255/255"]
+    assert rows[1].endswith("| 42.19 |")  # the headline value is the pgd-20 entry itself
+
+
+def test_cards_show_stage_one_settings_and_only_chosen_options(classifier, checkpoints):
+    (classifier / "recipe_config.yaml").write_text(
+        f"model_name_or_path: {checkpoints['pretraining']}\ndataset: builtin:digits\nadam_beta1: 0.9\nadam_beta2: 0.95\n"
+    )
+    text = render_model_card(classifier, repo_id="org/x")
+    stage_one = text.split("Stage-1 settings", 1)[1].split("```", 2)[1]
+    for key in ("mi_weight: 1.0e-05", "attack_epsilon: 0.03137", "attack_steps: 1", "mask_ratio: 0.75"):
+        assert key in stage_one
+    assert "use_cache" not in text
+    trained = text.split("The finetuning recipe ran with", 1)[1].split("```", 2)[1]
+    assert "adam_beta2: 0.95" in trained and "dataset: builtin:digits" in trained
+    assert "adam_beta1" not in trained  # a default value is not dumped on the card
+
+    (classifier / "recipe_config.yaml").write_text("model_name_or_path: scratch\ndataset: builtin:digits\n")
+    text = render_model_card(classifier, repo_id="org/x")
+    assert "from a random initialisation" in text and "Adversarial masked-autoencoder pretraining" not in text
+
+
+def test_a_pretraining_checkpoint_published_as_a_classifier_names_the_flag(checkpoints):
+    with pytest.raises(PublishError, match="--kind pretraining"):
+        files_to_publish(checkpoints["pretraining"])
 
 
 def test_token_is_never_in_an_error(classifier, monkeypatch):
@@ -232,7 +292,10 @@ def test_publish_recipe_dry_run_writes_the_card(classifier, tmp_path, monkeypatc
          "--base_model", "org/mimir-tiny-pretrain"]
     )
     assert result.dry_run and result.commit_oid is None
-    assert set(result.files) >= {"README.md", "model.safetensors", "robustness.json", "autoattack.log", "recipe_config.yaml"}
+    # the dry run names every file a push would send, the evaluation's picture, per-image results and table included
+    assert set(result.files) == {"README.md", "model.safetensors", "config.json", "preprocessor_config.json", "robustness.json",
+                                 "autoattack.log", "recipe_config.yaml", "accuracy_vs_epsilon.png", "per_sample.npz",
+                                 "robustness_table.txt"}
     card = validate_model_card(card_path.read_text(), report=_report(classifier), base_model="org/mimir-tiny-pretrain")
     assert card.data.model_name == "mimir-tiny"
     with pytest.raises(ValueError, match="Unknown option"):

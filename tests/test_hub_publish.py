@@ -249,6 +249,7 @@ def test_one_commit_holds_everything(published):
     expected = {
         "README.md", "model.safetensors", "config.json", "preprocessor_config.json",
         "robustness.json", "autoattack.log", "recipe_config.yaml",
+        "accuracy_vs_epsilon.png", "per_sample.npz", "robustness_table.txt",
     }
     value = _ok(published["online"], "publish_classifier")
     assert set(value["files"]) == expected

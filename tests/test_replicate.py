@@ -147,6 +147,75 @@ def test_results_carry_the_paired_statistics_of_the_library(tmp_path) -> None:
     assert "No paired statistics: Evaluations 'scratch'" in (tmp_path / "results.md").read_text()
 
 
+PAPER_SET = ROOT / "recipes" / "configs" / "replicate_paper.yaml"
+
+
+def test_the_paper_config_set_launches_training_through_accelerate(tmp_path):
+    args = driver.parse_args(["--config_set", str(PAPER_SET), "--data_dir", "/data/c10", "--output_dir", str(tmp_path),
+                              "--finetune_args", "--num_train_epochs 1"])
+    stages = driver.plan_stages(args)
+    assert len(stages) == 8
+    for stage in stages:
+        command = stage.command("python")
+        assert stage.config.is_file()
+        if stage.kind == "eval":
+            assert command[1].endswith("evaluate.py") and Path(command[3]).name == "evaluate_cifar10.yaml"
+        else:
+            assert command[1:6] == ["-m", "accelerate.commands.launch", "-q", "--config_file", str(ROOT / "recipes/accelerate_configs/multi_gpu.yaml")]
+    finetune = stages[3].command("python")
+    # the set's defaults first, the command line's after (the later flag wins)
+    assert finetune[-2:] == ["--num_train_epochs", "1"] and "--data_seed" in finetune
+    assert [Path(s.config).name for s in stages[:3]] == [
+        "pretrain_cifar10_vit_t_mae.yaml", "pretrain_cifar10_vit_t.yaml", "finetune_cifar10_vit_t.yaml"]
+    # the shared finetune config keeps the pretrained arms' layer decay; only scratch trains without it
+    layer_decay = {s.name: s.overrides[s.overrides.index("--layer_decay") + 1] for s in stages if "--layer_decay" in s.overrides}
+    assert layer_decay == {"finetune-scratch": "1.0"}
+    plain = driver.parse_args(["--config_set", str(PAPER_SET), "--accelerate_config", "none", "--data_dir", "x"])
+    assert all(s.accelerate_config is None for s in driver.plan_stages(plain))
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--accelerate_config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(SystemExit):
+        driver.parse_args(["--num_arm", "a"])  # abbreviations are refused
+
+
+@pytest.mark.slow  # two processes importing torch
+def test_a_stage_command_runs_under_accelerate_launch(tmp_path):
+    """The launcher prefix the driver builds is a working `accelerate launch` (the recipe's --help through it)."""
+    import os
+    import subprocess
+
+    single = ROOT / "recipes" / "accelerate_configs" / "single_process.yaml"
+    args = driver.parse_args(["--accelerate_config", str(single), "--data_dir", "x", "--output_dir", str(tmp_path), "--arms", "c"])
+    command = driver.plan_stages(args)[0].command(sys.executable)
+    assert command[1:4] == ["-m", "accelerate.commands.launch", "-q"]
+    result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--mi_weight" in result.stdout and "were not passed" not in result.stderr
+
+
+@pytest.mark.slow  # reads the .npz data through `datasets`: ~10 s on a shared 2-core machine
+def test_the_data_dir_is_checked_before_any_stage(tmp_path, monkeypatch, capsys):
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage started")
+
+    monkeypatch.setattr(driver, "run_stages", no_stage)
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit, match="--data_dir is required"):
+        driver.main(["--output_dir", out])
+    with pytest.raises(SystemExit, match="does not exist"):
+        driver.main(["--output_dir", out, "--data_dir", str(tmp_path / "nowhere")])
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    np.savez(wrong / "val.npz", images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
+    with pytest.raises(SystemExit, match="no readable split 'test'"):
+        driver.main(["--output_dir", out, "--data_dir", str(wrong)])
+    assert not (tmp_path / "out").exists()  # nothing was started or written
+    monkeypatch.setattr(driver, "run_stages", lambda stages, args: {})
+    monkeypatch.setattr(driver, "write_results", lambda args, log: None)
+    assert driver.main(["--output_dir", out, "--data_dir", str(_write_npz_data(tmp_path / "data"))]) == 0
+
+
 @pytest.mark.slow
 def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     data = _write_npz_data(tmp_path / "data")

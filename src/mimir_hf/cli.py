@@ -1,9 +1,14 @@
-"""Argument parsing shared by every recipe: `--config file.yaml` plus command-line overrides.
+"""What every recipe shares on the command line: `--config file.yaml` plus overrides, and errors.
 
 `HfArgumentParser` reads either the command line or a YAML file; recipes want both (a config
 per dataset × model size, and a quick `--learning_rate` override on top). The YAML values become
 the parser's defaults, so anything on the command line wins, and a key that no dataclass knows is
-an error naming the key — a typo in a config must not be silently ignored.
+an error naming the key — a typo in a config must not be silently ignored. The command line reads
+the way the YAML does: `--epsilon -8/255` is a value, `--attacks '[clean, pgd-20]'` a list, and an
+abbreviated flag (`--num_train_epoch`) is refused rather than guessed.
+
+`run_recipe` turns a user error (a bad path, a bad value) into one line on stderr and exit status 2;
+`--debug` or `MIMIR_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,15 +16,35 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
-__all__ = ["parse_recipe_args", "load_yaml_config", "recipe_config_dict", "save_recipe_config"]
+__all__ = [
+    "DEBUG_ENV",
+    "USER_ERROR_EXIT_CODE",
+    "parse_recipe_args",
+    "load_yaml_config",
+    "prepare_launch_environment",
+    "recipe_config_dict",
+    "run_recipe",
+    "save_recipe_config",
+]
+
+logger = logging.getLogger(__name__)
+
+DEBUG_ENV = "MIMIR_DEBUG"
+USER_ERROR_EXIT_CODE = 2
+# argparse takes `-8/255` for a flag because only plain negative numbers count as values; a leading
+# minus followed by a digit or a dot is always a value here (no recipe flag looks like that).
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -53,6 +78,78 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
+def _expand_bracketed_lists(argv: list[str]) -> list[str]:
+    """`--attacks '[clean, pgd-20]'` (or unquoted, split by the shell) -> `--attacks clean pgd-20`, as YAML reads it."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token.startswith("[") and out and out[-1].startswith("--"):
+            end = index
+            while not argv[end].rstrip().endswith("]") and end + 1 < len(argv):
+                end += 1
+            text = " ".join(argv[index : end + 1])
+            try:
+                items = yaml.safe_load(text)
+            except yaml.YAMLError:
+                items = None
+            if isinstance(items, list):
+                out.extend(str(item) for item in items)
+                index = end + 1
+                continue
+        out.append(token)
+        index += 1
+    return out
+
+
+def _command_line_fields(argv: list[str], known: set[str]) -> set[str]:
+    """The fields a command line sets (`--name v`, `--name=v`, and the `--no_name` form of a boolean)."""
+    names = set()
+    for token in argv:
+        if token.startswith("--"):
+            name = token[2:].split("=", 1)[0].replace("-", "_")  # HfArgumentParser also accepts --dash-names
+            if name not in known and name.startswith("no_") and name[3:] in known:
+                name = name[3:]
+            names.add(name)
+    return names
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
+
+
+def _apply_device_defaults(instance: Any, explicit: set[str]) -> None:
+    """Defaults that depend on the machine: no pinned memory without an accelerator (torch warns at every epoch)."""
+    if isinstance(instance, TrainingArguments) and "dataloader_pin_memory" not in explicit:
+        if instance.dataloader_pin_memory and not _has_accelerator():
+            instance.dataloader_pin_memory = False
+
+
+def prepare_launch_environment() -> None:
+    """Make a multi-process launch on a machine without GPUs a CPU (gloo) DDP run.
+
+    `accelerate launch` starts several processes only through torchrun (a MULTI_GPU config), and that
+    path does not tell the processes that `use_cpu: true` was asked for: with no GPU, `TrainingArguments`
+    then sees no distributed backend and every process trains alone on all the data. Setting
+    `ACCELERATE_USE_CPU` — what accelerate's own single-process CPU launcher sets — before the
+    arguments are built makes them join one gloo process group. An explicit `ACCELERATE_USE_CPU` is kept.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+    if launched and "ACCELERATE_USE_CPU" not in os.environ and not _has_accelerator():
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+        if os.environ.get("RANK", "0") == "0":
+            logger.info("No GPU found: the %s launched processes train with DDP on CPU (gloo).", os.environ.get("WORLD_SIZE", "?"))
+
+
+def _refuse(message: str):
+    raise ValueError(f"{message[:1].upper()}{message[1:]}.")
+
+
 def parse_recipe_args(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -71,9 +168,14 @@ def parse_recipe_args(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path, rest = _split_config_flag(argv)
+    rest = _expand_bracketed_lists(rest)
     config_path = config_path or (str(default_config) if default_config is not None else None)
+    prepare_launch_environment()
 
-    parser = HfArgumentParser(list(dataclass_types))
+    parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
+    parser._negative_number_matcher = _NEGATIVE_VALUE  # private argparse attribute; tests/test_cli.py guards it
+    parser.error = _refuse  # a bad value is one line, not the usage of 150 options followed by the message
+    values: dict[str, Any] = {}
     if config_path is not None:
         values = load_yaml_config(config_path)
         known = _known_fields(dataclass_types)
@@ -88,10 +190,79 @@ def parse_recipe_args(
         for action in parser._actions:  # a value from the file satisfies a required flag
             if action.dest in values:
                 action.required = False
+    known = _known_fields(dataclass_types)
     try:
-        return parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
+        parsed = parser.parse_args_into_dataclasses(args=rest, look_for_args_file=False)
     except ValueError as error:
+        unknown = sorted(_command_line_fields(rest, known) - known)
+        if unknown:  # abbreviations land here too: argparse may not complete them (allow_abbrev=False)
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, known, n=1)
+                hints.append(f"--{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
+            raise ValueError(f"Unknown option(s): {', '.join(hints)}. Run with --help to list the options.") from None
         raise ValueError(f"{error} Run with --help to list the options.") from None
+    explicit = set(values) | _command_line_fields(rest, known)
+    for instance in parsed:
+        _apply_device_defaults(instance, explicit)
+    return parsed
+
+
+def _pop_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """A bare `--debug` is ours; `--debug <option>` is `TrainingArguments.debug` and stays."""
+    rest, debug = [], False
+    for index, token in enumerate(argv):
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if token == "--debug" and (following is None or following.startswith("--")):
+            debug = True
+        else:
+            rest.append(token)
+    return debug, rest
+
+
+def _debug_requested() -> bool:
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in (DEBUG_ENV, "ACCELERATE_DEBUG_MODE")
+    )
+
+
+def _show_library_log() -> None:
+    """mimir_hf's one-line notices (interpolated positions, dropped decoder, DDP on CPU) on the main process."""
+    library = logging.getLogger("mimir_hf")
+    if library.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[mimir_hf] %(message)s"))
+    library.addHandler(handler)
+    library.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    library.propagate = False
+
+
+def run_recipe(
+    main: Callable[[list[str]], Any],
+    argv: Sequence[str] | None = None,
+    user_errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a recipe's `main(argv)`; a user error becomes one line on stderr and exit status 2.
+
+    User errors are `ValueError` (bad values, unknown options, unusable data) and `OSError` (missing
+    files and checkpoints), plus `user_errors`. Anything else is a bug and keeps its traceback, and so
+    does every error under `--debug` or `MIMIR_DEBUG=1` (`accelerate launch --debug` sets
+    `ACCELERATE_DEBUG_MODE`, which counts too). Returns `main`'s status (0 when it returns a non-int).
+    """
+    debug, rest = _pop_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    _show_library_log()
+    try:
+        result = main(rest)
+    except (ValueError, OSError, *user_errors) as error:
+        if debug or _debug_requested():
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        rank = os.environ.get("RANK", "0")
+        prefix = "" if rank == "0" else f"[rank {rank}] "
+        print(f"{prefix}error: {message} (run with --debug for the traceback)", file=sys.stderr, flush=True)
+        return USER_ERROR_EXIT_CODE
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def _plain(value: Any) -> Any:

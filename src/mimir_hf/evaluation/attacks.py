@@ -379,6 +379,15 @@ class _Collector(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+AUTOATTACK_LOG_HEADER = (
+    "# pyautoattack's own log, written during a mimir_hf evaluation.\n"
+    "# Each AutoAttack run is given only the images that the model classifies correctly without attack\n"
+    "# (the clean-correct part of each batch), so the 'initial accuracy' it logs reads 100% by construction\n"
+    "# and its 'robust accuracy' is a fraction of that subset. The accuracy over all evaluated images is\n"
+    "# attacks.autoattack.accuracy in robustness.json.\n"
+)
+
+
 @contextlib.contextmanager
 def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
     """Send AutoAttack's own log (it logs through the ``auto-attack`` logger) to `path`; yield its warnings."""
@@ -386,6 +395,8 @@ def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
     collector = _Collector()
     handlers: list[logging.Handler] = [collector]
     if path is not None:
+        with open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(AUTOATTACK_LOG_HEADER)
         file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -34,8 +34,14 @@ def _finish(plt, figure, axis, path: str | Path) -> Path:
 
 
 def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path | None:
-    """One line per attack family measured at several budgets (with clean at ε = 0); single-budget
-    attacks as markers; the worst case at the headline ε as a star. Returns None if nothing to plot."""
+    """Accuracy against the budget, and every attack at the headline budget side by side.
+
+    Left: one line per attack family measured at several budgets (with clean at ε = 0), attacks run at
+    another single budget as markers, and the worst case at the headline ε as a star. Right: one bar
+    per attack at the headline ε, labelled with its value. Strong attacks often reach the same accuracy
+    (PGD-50, AutoAttack and the worst case on the same images); drawn as points at one ε they hide each
+    other, as bars each stays visible. Returns None if there is nothing to plot.
+    """
     plt = _pyplot()
 
     clean = next((r for r in report.results.values() if r.spec.kind == "clean"), None)
@@ -47,26 +53,53 @@ def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path
     if not families and clean is None:
         return None
 
-    figure, axis = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    headline = report.epsilon * 255
+    at_headline: list[tuple[str, float]] = []
+    figure, (curve, bars) = plt.subplots(1, 2, figsize=(9.6, 4.4), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
     for family, members in families.items():
         points = sorted((r.spec.epsilon * 255, 100 * r.accuracy) for r in members)
-        if clean is not None:
-            points = [(0.0, 100 * clean.accuracy)] + points
-        xs, ys = zip(*points)
+        at_headline += [(family, y) for x, y in points if abs(x - headline) < 1e-6]
         if len(members) > 1:
-            axis.plot(xs, ys, marker="o", label=family)
-        else:
-            axis.plot(xs[-1:], ys[-1:], marker="s", linestyle="none", label=family)
+            if clean is not None:
+                points = [(0.0, 100 * clean.accuracy)] + points
+            xs, ys = zip(*points)
+            curve.plot(xs, ys, marker="o", label=family)
+        elif abs(points[0][0] - headline) >= 1e-6:
+            curve.plot([points[0][0]], [points[0][1]], marker="s", linestyle="none", label=f"{family} (at its own ε)")
     if clean is not None:
-        axis.axhline(100 * clean.accuracy, color="grey", linestyle=":", linewidth=1, label="clean")
-    axis.plot([report.epsilon * 255], [100 * report.worst_case_accuracy], marker="*", markersize=12,
-              color="black", linestyle="none", label="worst case")
-    axis.set_xlabel("ε (× 1/255, L∞, pixel space [0, 1])")
-    axis.set_ylabel("accuracy (%)")
-    axis.set_ylim(-2, 102)
-    axis.set_title(f"{Path(str(report.model)).name} on {report.dataset} ({report.num_samples} samples)", fontsize=9)
-    axis.grid(alpha=0.3)
-    return _finish(plt, figure, axis, path)
+        curve.axhline(100 * clean.accuracy, color="grey", linestyle=":", linewidth=1, label="clean")
+    worst = 100 * report.worst_case_accuracy
+    curve.axvline(headline, color="grey", linestyle="--", linewidth=0.8, alpha=0.6)
+    curve.plot([headline], [worst], marker="*", markersize=13, color="black", linestyle="none",
+               label=f"worst case at ε = {headline:g}/255 (every attack: right)", zorder=4)
+    curve.set_xlabel("ε (× 1/255, L∞, pixel space [0, 1])")
+    curve.set_ylabel("accuracy (%)")
+    curve.set_ylim(-2, 102)
+    curve.grid(alpha=0.3)
+    curve.legend(fontsize=7, loc="upper right")
+
+    rows = sorted(at_headline, key=lambda row: (-row[1], row[0]))
+    head = [("clean", 100 * clean.accuracy)] if clean is not None else []
+    labels = [name for name, _ in head + rows] + ["worst case"]
+    values = [value for _, value in head + rows] + [worst]
+    colours = ["silver"] * len(head) + ["tab:blue"] * len(rows) + ["black"]
+    positions = list(range(len(labels)))[::-1]
+    drawn = bars.barh(positions, values, color=colours, height=0.65)
+    for bar, value in zip(drawn, values):
+        bars.annotate(f"{value:.1f}", (bar.get_width(), bar.get_y() + bar.get_height() / 2), xytext=(3, 0),
+                      textcoords="offset points", va="center", fontsize=7)
+    bars.set_yticks(positions, labels, fontsize=8)
+    bars.set_xlim(0, 112)
+    bars.set_xlabel("accuracy (%)")
+    bars.set_title(f"at ε = {headline:g}/255", fontsize=9)
+    bars.grid(axis="x", alpha=0.3)
+
+    figure.suptitle(f"{Path(str(report.model)).name} on {report.dataset} ({report.num_samples} samples)", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
 
 
 def plot_accuracy_comparison(

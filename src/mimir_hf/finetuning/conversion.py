@@ -22,10 +22,13 @@ ViT-MAE, ViT and BEiT name their modules alike in transformers 5.x (`embeddings.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -72,6 +75,8 @@ SUPPORTED_MODEL_TYPES = ("vit_mae", "vit")
 POOLINGS = ("mean", "cls")
 """`mean`: patch-token average + fresh LayerNorm (`BeitForImageClassification`, the reference's
 head); `cls`: the CLS token after the encoder's final norm (`ViTForImageClassification`)."""
+
+logger = logging.getLogger(__name__)
 
 # ViTConfig fields an encoder shares with ViTMAEConfig (everything the classifier's ViT needs).
 _ENCODER_FIELDS = (
@@ -232,6 +237,7 @@ def interpolate_position_embeddings(position_embeddings: torch.Tensor, grid_size
         raise ValueError(f"Position embeddings for {num_positions} patches do not form a square grid.")
     if old_grid == grid_size:
         return position_embeddings.clone()
+    logger.info("Position embeddings interpolated from a %dx%d to a %dx%d patch grid (bicubic).", old_grid, old_grid, grid_size, grid_size)
     dim = position_embeddings.shape[-1]
     cls_position, patch_positions = position_embeddings[:, :1], position_embeddings[:, 1:]
     grid = patch_positions.float().reshape(1, old_grid, old_grid, dim).permute(0, 3, 1, 2)
@@ -246,6 +252,42 @@ def _model_type_error(path: str, model_type: str | None) -> ValueError:
         f"(`vit_mae`, e.g. the output of recipes/pretrain.py or facebook/vit-mae-base) or a ViT (`vit`). "
         "Other architectures are not supported."
     )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_REPORT_STATUSES = ("UNEXPECTED", "MISSING", "MISMATCH", "CONVERSION")
+
+
+class _DecoderOnlyReportFilter(logging.Filter):
+    """Drops transformers' LOAD REPORT when its only entries are a pretraining checkpoint's decoder weights.
+
+    Loading `ViTMAEForPreTraining` weights into the bare encoder is what finetuning always does, and
+    stock transformers lists every decoder tensor as UNEXPECTED in a 20-odd line table. The decoder is
+    dropped by design, so that report (and only that one: a missing or mismatched key still shows) is
+    replaced by one line. tests/test_finetuning_conversion_log.py fails if the report's format changes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _ANSI.sub("", str(record.getMessage()))
+        if "LOAD REPORT" not in text:
+            return True
+        entries = []
+        for line in text.splitlines():
+            cells = [cell.strip() for cell in line.split("|")]
+            if len(cells) > 1 and cells[1] in _REPORT_STATUSES:
+                entries.append((cells[0], cells[1]))
+        return not entries or not all(status == "UNEXPECTED" and key.startswith("decoder.") for key, status in entries)
+
+
+@contextlib.contextmanager
+def _decoder_keys_expected() -> Iterator[None]:
+    target = logging.getLogger("transformers.modeling_utils")
+    report_filter = _DecoderOnlyReportFilter()
+    target.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        target.removeFilter(report_filter)
 
 
 def load_encoder(source: str | os.PathLike | PreTrainedModel) -> ViTMAEModel | ViTModel:
@@ -267,7 +309,11 @@ def load_encoder(source: str | os.PathLike | PreTrainedModel) -> ViTMAEModel | V
         raise ValueError(f"{path!r} is a directory without config.json, so it is not a transformers checkpoint.")
     config = AutoConfig.from_pretrained(path)
     if config.model_type == "vit_mae":
-        return ViTMAEModel.from_pretrained(path)
+        with _decoder_keys_expected():
+            encoder = ViTMAEModel.from_pretrained(path)
+        if "ForPreTraining" in " ".join(getattr(config, "architectures", None) or []):
+            logger.info("Loaded the encoder of %s; its MAE decoder is not part of a classifier and is dropped.", path)
+        return encoder
     if config.model_type == "vit":
         return ViTModel.from_pretrained(path, add_pooling_layer=False)
     raise _model_type_error(path, config.model_type)

@@ -9,6 +9,7 @@ is built with `huggingface_hub`'s `ModelCardData`/`EvalResult` and checked by pa
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -22,6 +23,7 @@ from .report import (
     REPORT_FILENAME,
     attack_display_name,
     attack_order,
+    autoattack_suite,
     check_classifier_report,
     format_epsilon,
     is_sweep_entry,
@@ -50,7 +52,7 @@ RECIPE_CONFIG = "recipe_config.yaml"
 DEFAULT_LICENSE = "apache-2.0"
 CITATION_BIBTEX = """@article{xu2023mimir,
   title   = {{MIMIR}: Masked Image Modeling for Mutual Information-based Adversarial Robustness},
-  author  = {Xu and Yu and Wu and Picek},
+  author  = {Xu, Xiaoyun and Yu, Shujian and Wu, Jingzheng and Picek, Stjepan},
   journal = {arXiv preprint arXiv:2312.04960},
   year    = {2023},
   url     = {https://arxiv.org/abs/2312.04960}
@@ -118,7 +120,7 @@ def _config_extras(config: dict[str, Any]) -> dict[str, Any]:
         stock = AutoConfig.for_model(config["model_type"]).to_dict()
     except (KeyError, ValueError):  # no or unknown model type: show nothing rather than everything
         return {}
-    ignore = {"transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id", "auto_map"}
+    ignore = {"transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id", "auto_map", "use_cache"}
     return {k: v for k, v in config.items() if k not in stock and k not in ignore}
 
 
@@ -192,9 +194,17 @@ def _ci_pct(fraction: float, n: Any) -> str:
     return f"{100 * 1.96 * math.sqrt(fraction * (1 - fraction) / n):.2f}"
 
 
+def _cell(entry: dict[str, Any], key: str) -> Any:
+    value = entry.get(key)
+    return "—" if value is None else value
+
+
 def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The results table, and the ε-sweep: per swept attack, its budgets in increasing order with the
+    headline budget (measured under the attack's plain name) among them."""
     rows, sweep = [], []
     default_n = report.get("num_samples")
+    headline = report["threat_model"]["epsilon"]
     for name in sorted(report["attacks"], key=attack_order):
         entry = report["attacks"][name]
         library = entry.get("library") or ("—" if name == "clean" else "?")
@@ -202,17 +212,24 @@ def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
             library = f"{library} {entry['library_version']}"
         row = {
             "name": name,
-            "display": attack_display_name(name),
+            "display": attack_display_name(name, entry),
             "accuracy": entry["accuracy"],
             "accuracy_pct": _pct(entry["accuracy"]),
             "ci_pct": _ci_pct(entry["accuracy"], entry.get("num_samples", default_n)),
             "epsilon_display": "—" if name == "clean" else format_epsilon(entry.get("epsilon")),
-            "steps": entry.get("steps", "—") if name != "clean" else "—",
+            "steps": "—" if name == "clean" else _cell(entry, "steps"),
             "step_size_display": format_epsilon(entry.get("step_size")) if entry.get("step_size") is not None else "—",
-            "restarts": entry.get("restarts", "—") if name != "clean" else "—",
+            "restarts": "—" if name == "clean" else _cell(entry, "restarts"),
             "library": library,
         }
         (sweep if is_sweep_entry(name) else rows).append(row)
+    swept = {row["name"].partition("@")[0] for row in sweep}
+    sweep += [{**row, "headline": True} for row in rows if row["name"] in swept]
+    for row in sweep:
+        row["family"] = row["name"].partition("@")[0]
+        row["epsilon"] = report["attacks"][row["name"]].get("epsilon", headline)
+        row["family_display"] = attack_display_name(row["family"], report["attacks"].get(row["family"]))
+    sweep.sort(key=lambda row: (row["family"], row["epsilon"]))
     return rows, sweep
 
 
@@ -233,15 +250,19 @@ def _eval_results(report: dict[str, Any], dataset_id: str | None) -> list:
             "input_range": list(threat.get("input_range", [0.0, 1.0])),
             "normalization": threat.get("normalization", "none"),
         }
-        for key in ("steps", "step_size", "restarts", "library", "library_version", "num_samples", "seed"):
+        for key in ("steps", "step_size", "restarts", "library", "library_version", "num_samples", "seed", "version"):
             if entry.get(key) is not None:
                 args[key] = entry[key]
+        if name == "autoattack" and (suite := autoattack_suite(entry)):
+            args["version"] = suite.split(":")[0]  # the suite that ran: a standard request with a component dropped is custom
+        if entry.get("attacks_run"):
+            args["components"] = list(entry["attacks_run"])
         if name == "clean":
             args = {k: v for k, v in args.items() if k in ("num_samples", "seed", "input_range", "normalization")}
             metric_name = "Clean accuracy"
             metric_type = "accuracy"
         else:
-            metric_name = f"{attack_display_name(name)} accuracy (L∞, ε={format_epsilon(args['epsilon'])})"
+            metric_name = f"{attack_display_name(name, entry)} accuracy (L∞, ε={format_epsilon(args['epsilon'])})"
             metric_type = "robust_accuracy"
         results.append(
             EvalResult(
@@ -267,6 +288,60 @@ class _CardInputs:
     report: dict[str, Any] | None
     training_config: dict[str, Any] | None
     evaluation_config: dict[str, Any] | None
+
+
+# The dataclasses each recipe writes into recipe_config.yaml, to tell the values a run chose from defaults.
+_RECIPE_ARGUMENTS = {
+    "pretraining": (("mimir_hf.pretraining.run", "PretrainModelArguments"), ("mimir_hf.data", "DataArguments"),
+                    ("mimir_hf.pretraining", "MimirTrainingArguments")),
+    "classifier": (("mimir_hf.finetuning", "ModelArguments"), ("mimir_hf.data", "DataArguments"),
+                   ("mimir_hf.finetuning", "AdversarialTrainingArguments")),
+    "evaluation": (("mimir_hf.evaluation", "EvaluationArguments"), ("mimir_hf.data", "DataArguments")),
+}
+# Shown even at their default: what a reader needs to know how the model was made.
+_ALWAYS_SHOWN = (
+    "dataset", "model_name_or_path", "model_size", "image_size", "num_train_epochs", "max_steps",
+    "per_device_train_batch_size", "learning_rate", "base_learning_rate", "adversarial_method", "attack_epsilon",
+    "attack_step_size", "attack_steps", "mi_weight", "attacks", "epsilon", "autoattack_version",
+)
+# What MIMIR's stage 1 chose, read from the pretraining checkpoint's config.json for a classifier's card.
+_STAGE_ONE_KEYS = ("mask_ratio", "norm_pix_loss")
+
+
+def _recipe_defaults(kind: str) -> dict[str, Any] | None:
+    """Every option's default as `recipe_config.yaml` would record it; None if the arguments cannot be built."""
+    from ..cli import recipe_config_dict
+
+    try:
+        instances = [getattr(importlib.import_module(module), name)() for module, name in _RECIPE_ARGUMENTS[kind]]
+    except Exception:  # noqa: BLE001 - an unbuildable default shows the whole config rather than a wrong subset
+        return None
+    return recipe_config_dict(*instances)
+
+
+def chosen_settings(config: dict[str, Any], kind: str) -> tuple[dict[str, Any], bool]:
+    """The options of a recipe config that differ from the defaults (plus the essentials), and whether it
+    was filtered. A card lists these; the full file travels next to it."""
+    defaults = _recipe_defaults(kind)
+    if defaults is None:
+        return config, False
+    chosen = {
+        k: v for k, v in config.items()
+        if (k in _ALWAYS_SHOWN and v not in (None, -1)) or k not in defaults or defaults[k] != v
+    }
+    return chosen, True
+
+
+def _stage_one_settings(training_config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """MIMIR's pretraining settings (λ, the attack, the mask ratio) of the checkpoint a classifier started
+    from, when that checkpoint is a local directory; a Hub id is linked instead (`base_model`)."""
+    source = (training_config or {}).get("model_name_or_path")
+    if not isinstance(source, str) or not (Path(source) / "config.json").is_file():
+        return None
+    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
+    settings = _config_extras(config)
+    settings.update({key: config[key] for key in _STAGE_ONE_KEYS if key in config})
+    return settings or None
 
 
 def _find_epsilon(*sources: tuple[str, dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -345,6 +420,9 @@ def build_model_card(
 
     arch = _architecture(config, kind)
     extras = _config_extras(config)
+    shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
+    shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
+    start = (training_config or {}).get("model_name_or_path")
     context: dict[str, Any] = {
         "title": f"MIMIR {arch['size_name'] or 'ViT'} — {'robust classifier' if kind == 'classifier' else 'adversarial MAE pretraining'}"
         + (f" ({model_name})" if model_name else ""),
@@ -353,8 +431,11 @@ def build_model_card(
         "arch": arch,
         "base_model": base_model,
         "mimir_settings": _dump_yaml(extras) if extras else "",
-        "training_config": _dump_yaml(training_config) if training_config else "",
-        "evaluation_config": _dump_yaml(evaluation_config) if evaluation_config else "",
+        "training_config": _dump_yaml(shown_config) if shown_config else "",
+        "training_config_filtered": filtered,
+        "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
+        "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
+        "stage_one_settings": _dump_yaml(settings) if (settings := _stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,
         "mimir_hf_version": mimir_hf.__version__,
         "dataset": dataset_source,
@@ -378,6 +459,7 @@ def build_model_card(
         checks = [c for c in loaded_report.get("checks") or [] if isinstance(c, dict)]
         autoattack_log = loaded_report.get("autoattack_log")
         report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
+        curve = loaded_report.get("curve_file")
         context.update(
             report={
                 "dataset": loaded_report.get("dataset", "?"),
@@ -393,6 +475,7 @@ def build_model_card(
             failed_checks=[c for c in checks if not c.get("passed", False)],
             versions=loaded_report.get("versions") or {},
             autoattack_log=autoattack_log if autoattack_log and (report_dir / autoattack_log).is_file() else None,
+            curve_file=curve if curve and (report_dir / curve).is_file() else None,
             labels_preview=_labels_preview(config),
         )
 

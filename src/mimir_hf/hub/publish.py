@@ -3,8 +3,8 @@
 What goes up: the safetensors weights (and their index when sharded), `config.json` (with
 `architectures` naming the stock transformers class), the image
 processor (`preprocessor_config.json`), the generated card (`README.md`), the training
-configuration (`recipe_config.yaml`, secrets removed) and, for a classifier, `robustness.json` and
-the AutoAttack log it names. Everything is one `create_commit`, so a repo never shows weights
+configuration (`recipe_config.yaml`, secrets removed) and, for a classifier, `robustness.json`, the
+AutoAttack log, the accuracy-vs-ε picture, `per_sample.npz` and the table that the evaluation wrote. Everything is one `create_commit`, so a repo never shows weights
 without the card that describes them.
 
 The token comes from the `token` argument, `HF_TOKEN` or the login cache (`hf auth login`), and is
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+EVALUATION_TABLE = "robustness_table.txt"
 
 
 class PublishError(RuntimeError):
@@ -82,6 +83,11 @@ def _check_checkpoint(folder: Path, kind: CardKind) -> dict[str, Any]:
     model_type = config.get("model_type")
     if kind == "classifier":
         if model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+            if model_type in MODEL_FOR_PRETRAINING_MAPPING_NAMES:
+                raise PublishError(
+                    f"{str(folder)!r} is a pretraining checkpoint (model_type {model_type!r}), not a classifier: "
+                    "publish it with kind='pretraining' (`--kind pretraining` in recipes/publish.py)."
+                )
             raise PublishError(
                 f"model_type {model_type!r} is not an image classifier in stock transformers; "
                 "a MIMIR classifier is a 'beit' (mean pooling) or 'vit' (CLS pooling) checkpoint from recipes/finetune.py."
@@ -203,6 +209,11 @@ def files_to_publish(
             if not log_path.is_file():
                 raise PublishError(f"{report_file} names the AutoAttack log {log_name!r}, but {str(log_path)!r} does not exist.")
             files[Path(log_name).name] = log_path
+        # The rest of the evaluation, where it was written: the picture the card shows, every image's
+        # outcome (so anyone can re-check the numbers image by image) and the printed table.
+        for name in (loaded.get("curve_file"), loaded.get("per_sample_file"), EVALUATION_TABLE):
+            if name and (report_file.parent / name).is_file():
+                files[Path(name).name] = report_file.parent / name
     return files
 
 
@@ -287,7 +298,7 @@ def publish_checkpoint(
         target = Path(card_path) if card_path is not None else folder / "README.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(card_text, encoding="utf-8")
-        logger.info("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
+        logger.debug("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
         return PublishResult(repo_id, None, None, None, sorted(uploads), [], card_text, dry_run=True)
 
     try:

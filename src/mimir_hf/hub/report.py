@@ -25,6 +25,8 @@ __all__ = [
     "attack_display_name",
     "is_sweep_entry",
     "pgd_steps",
+    "autoattack_suite",
+    "STANDARD_AUTOATTACK",
 ]
 
 REPORT_FILENAME = "robustness.json"
@@ -141,7 +143,7 @@ def format_epsilon(epsilon: float | None) -> str:
 
 _DISPLAY = {
     "clean": "Clean",
-    "autoattack": "AutoAttack (standard)",
+    "autoattack": "AutoAttack",
     "cw": "CW-L∞ (PGD on the CW margin)",
     "square": "Square (black-box)",
     "pgd-mi": "PGD-MI (adaptive: CE + nHSIC)",
@@ -149,10 +151,39 @@ _DISPLAY = {
 }
 
 
-def attack_display_name(name: str) -> str:
+STANDARD_AUTOATTACK = ("apgd-ce", "apgd-t", "fab-t", "square")
+_AUTOATTACK_COMPONENTS = {
+    "apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "apgd-dlr": "APGD-DLR", "fab": "FAB", "fab-t": "FAB-T", "square": "Square",
+}
+
+
+def autoattack_suite(entry: dict[str, Any] | None) -> str | None:
+    """What an AutoAttack entry ran, from the entry alone: "standard", or the components that ran.
+
+    "standard" only when the report says version standard and nothing was dropped; a custom subset
+    (the quickstart's APGD-CE) is named by its components, so a card never claims the full suite for a
+    partial run. None when the report does not say (older reports): the card then names no suite.
+    """
+    if not entry:
+        return None
+    version = entry.get("version")
+    ran = entry.get("attacks_run") or (entry.get("attacks") if version == "custom" else None)
+    if version in ("standard", "plus") and (ran is None or (version == "standard" and sorted(ran) == sorted(STANDARD_AUTOATTACK))):
+        return version
+    if ran:
+        return "custom: " + ", ".join(_AUTOATTACK_COMPONENTS.get(a, a) for a in ran)
+    return None
+
+
+def attack_display_name(name: str, entry: dict[str, Any] | None = None) -> str:
+    """How a report entry is named in a card; `entry` (the report's record) refines AutoAttack's name."""
     base, _, suffix = name.partition("@")
     steps = pgd_steps(base)
     text = f"PGD-{steps}" if steps is not None else _DISPLAY.get(base, base)
+    if base == "autoattack":
+        suite = autoattack_suite(entry)
+        if suite:
+            text += f" ({suite})"
     if suffix.startswith("eps="):
         text += f" at ε={suffix[len('eps='):]}"
     elif suffix:
