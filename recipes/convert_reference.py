@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         num_attention_heads=args.num_attention_heads,
         decoder_num_attention_heads=args.decoder_num_attention_heads,
         layer_norm_eps=args.layer_norm_eps,
+        additional_data=args.additional_data,
         overwrite_output_dir=args.overwrite_output_dir,
     )
     record = result.record

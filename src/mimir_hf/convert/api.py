@@ -92,6 +92,13 @@ class ConversionArguments:
         default=None, metadata={"help": "MAE decoder heads (default 16, the reference's decoders)."}
     )
     layer_norm_eps: float = field(default=1e-6, metadata={"help": "LayerNorm eps (1e-6 in every reference model)."})
+    additional_data: bool = field(
+        default=False,
+        metadata={
+            "help": "The checkpoint was trained with data beyond the benchmark's training set (the authors' 1M/5M "
+            "EDM-data CIFAR-10 models): recorded in conversion.json, and published cards say `additional_data: true`."
+        },
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Write into a non-empty output_dir."})
 
     def __post_init__(self) -> None:
@@ -189,6 +196,7 @@ def convert_reference_checkpoint(
     num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
+    additional_data: bool = False,
     overwrite_output_dir: bool = False,
 ) -> ConversionResult:
     """Convert an authors' `.pth` into a stock transformers checkpoint folder (see the module docstring).
@@ -229,6 +237,7 @@ def convert_reference_checkpoint(
         "image_size": resolution,
         "pixel_range": "[0, 1], not normalised",
         "layer_norm_eps": layer_norm_eps,
+        "additional_data": bool(additional_data),
         "arguments": asdict(
             ConversionArguments(
                 checkpoint=os.path.basename(source.path),
@@ -241,6 +250,7 @@ def convert_reference_checkpoint(
                 num_attention_heads=num_attention_heads,
                 decoder_num_attention_heads=decoder_num_attention_heads,
                 layer_norm_eps=layer_norm_eps,
+                additional_data=additional_data,
             )
         ),
     }

@@ -29,6 +29,7 @@ from transformers.utils import logging
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
 from ..training import ConvertedCheckpointMixin
 from ..training.ema import WeightEMACallback
+from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
 from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
@@ -39,7 +40,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
+class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and

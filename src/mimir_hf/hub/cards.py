@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .additional_data import uses_additional_data
 from .report import (
     REPORT_FILENAME,
     attack_display_name,
@@ -342,6 +343,8 @@ def build_model_card(
         model_name=model_name if kind == "classifier" else None,
         eval_results=_eval_results(loaded_report, dataset_id) if loaded_report else None,
     )
+    if uses_additional_data(folder, training_config):  # RobustBench's flag; see hub/additional_data.py
+        card_data.additional_data = True
 
     arch = _architecture(config, kind)
     extras = _config_extras(config)
