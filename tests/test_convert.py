@@ -322,6 +322,11 @@ def test_recipe_writes_a_folder_stock_transformers_loads(tmp_path):
         assert torch.allclose(model(pixel_values=images).logits, reference_vit_logits(state, images, 3), atol=1e-4)
     with pytest.raises(FileExistsError):
         main(["--checkpoint", str(source), "--output_dir", str(out)])
+    from PIL import Image
+    from transformers import pipeline
+
+    predictions = pipeline("image-classification", model=str(out))(Image.new("RGB", (32, 32), (120, 30, 200)))
+    assert predictions and predictions[0]["label"] in model.config.id2label.values()
 
     mae_source = tmp_path / "checkpoint-799.pth"
     torch.save({"model": reference_mae_state()}, mae_source)
@@ -339,3 +344,21 @@ def test_imagenet_processor_follows_the_reference_evaluation(tmp_path):
     assert result.model.config.image_size == 224
     assert processor.size == {"shortest_edge": 256} and processor.crop_size == {"height": 224, "width": 224}
     assert processor.resample == 3 and not processor.do_normalize  # bicubic, [0, 1] pixels
+
+
+def test_converted_swin_card_describes_swin(tmp_path):
+    from hub_server import build_tiny_checkpoints
+
+    from mimir_hf.hub import render_model_card, validate_model_card
+
+    source = tmp_path / "weight.pth"
+    torch.save(swin_state("original", window=7, classes=10), source)
+    folder = tmp_path / "swin"
+    convert_reference_checkpoint(source, folder, kind="swin", additional_data=True)
+    report = json.loads((build_tiny_checkpoints(tmp_path / "tiny")["classifier"] / "robustness.json").read_text())
+    report["model"] = str(folder)
+    (folder / "robustness.json").write_text(json.dumps(report))
+    card = validate_model_card(render_model_card(folder, repo_id="org/swin"), report=report)
+    text = str(card)
+    assert "Swin Transformer (embed dim 8" in text and "CLS token" not in text and "SwinForImageClassification" in text
+    assert card.data.additional_data is True  # from conversion.json

@@ -7,8 +7,10 @@ batch of `B` images from `B − ⌊f·B⌋` real images and `⌊f·B⌋` generat
 - real images are drawn without replacement from a fresh permutation of the real set, pass after
   pass; the last batch of a pass holds the leftover real images and is filled up with generated ones;
 - generated images are drawn uniformly *with* replacement from the whole generated set;
-- each batch is shuffled, and an epoch is ⌈(real + generated) / B⌉ batches, i.e. as many images as
-  both sets hold (over all processes: batches are dealt out to the ranks whole).
+- each batch is shuffled, and an epoch is ⌈real / B⌉ batches: as many images as the *real* set
+  holds (the reference sizes its sampler with the real set's length, taken before the generated
+  images are appended), so one epoch sees ~(1 − f) of the real images, each pass starting from a
+  fresh permutation; over all processes, since batches are dealt out to the ranks whole.
 
 The generated arrays are memory-mapped, never loaded: 5M CIFAR-sized images are 15 GB. `np.load`
 cannot memory-map a member of an `.npz` (a zip), so `open_generated_arrays` finds where each
@@ -192,7 +194,7 @@ class MixedBatchSampler(Sampler[int]):
         self.real_per_batch = batch_size - self.generated_per_batch
         if num_generated < 1 or num_real < 1:
             raise ValueError(f"Mixing needs real and generated images, got {num_real} real and {num_generated} generated.")
-        self.num_batches = math.ceil((num_real + num_generated) / batch_size) if num_batches is None else int(num_batches)
+        self.num_batches = math.ceil(num_real / batch_size) if num_batches is None else int(num_batches)
         self.seed, self.epoch = int(seed), 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -144,6 +144,11 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
     description = (
         f"{size} Vision Transformer" if size else f"Vision Transformer (hidden size {hidden}, {layers} layers, {heads} heads)"
     )
+    if config.get("model_type") == "swin":  # a converted Swin classifier (recipes/convert_reference.py)
+        description = (
+            f"Swin Transformer (embed dim {config.get('embed_dim')}, depths {config.get('depths')}, heads "
+            f"{config.get('num_heads')}, window {config.get('window_size')})"
+        )
     model_type = config.get("model_type", "?")
     class_name, base_class = stock_classes(model_type, kind)
     id2label = config.get("id2label") or {}
@@ -169,6 +174,8 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
 
 def _pooling(config: dict[str, Any]) -> str:
     """How the classifier reads the encoder: the card says it, since it changes what the numbers mean."""
+    if config.get("model_type") == "swin":
+        return "mean of the last stage's tokens after its LayerNorm (Swin)"
     if config.get("use_mean_pooling"):
         return "mean of the patch tokens through a LayerNorm (as the MIMIR reference and MAE finetuning)"
     return "the CLS token after the encoder's final LayerNorm"
