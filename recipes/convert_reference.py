@@ -13,6 +13,7 @@ every published checkpoint with its convert → evaluate → publish commands.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.convert import ConversionArguments, convert_reference_checkpoint
@@ -22,20 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     (args,) = parse_recipe_args((ConversionArguments,), argv)
     if not args.checkpoint or not args.output_dir:
         raise SystemExit("error: --checkpoint and --output_dir are required.")
-    result = convert_reference_checkpoint(
-        args.checkpoint,
-        args.output_dir,
-        kind=args.kind,
-        ema=args.ema,
-        labels=args.labels,
-        image_size=args.image_size,
-        crop_fraction=args.crop_fraction,
-        num_attention_heads=args.num_attention_heads,
-        decoder_num_attention_heads=args.decoder_num_attention_heads,
-        layer_norm_eps=args.layer_norm_eps,
-        additional_data=args.additional_data,
-        overwrite_output_dir=args.overwrite_output_dir,
-    )
+    result = convert_reference_checkpoint(**asdict(args))  # the dataclass fields are the function's arguments
     record = result.record
     weights = "the EMA copy" if record["used_ema_weights"] else "the raw weights"
     print(

@@ -156,3 +156,28 @@ def test_ema_arguments_are_checked(tmp_path):
         AdversarialTrainingArguments(output_dir=str(tmp_path), ema_decay=1.5)
     args = AdversarialTrainingArguments(output_dir=str(tmp_path), adversarial_method="apgd", use_cpu=True)
     assert args.adversarial_method == "apgd" and args.ema_decay == 0
+
+
+def test_best_checkpoint_keeps_its_average_and_cpu_shadow(tmp_path):
+    data = tensor_dataset(16)
+    args = training_args(
+        tmp_path,
+        learning_rate=1e-2,
+        num_train_epochs=3,
+        ema_decay=0.5,
+        ema_device="cpu",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+    )
+    trainer = AdversarialTrainer(model=tiny_classifier(), args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    averaged = load_file(str(tmp_path / "run" / best.rsplit("/", 1)[-1] / EMA_FILE))
+    for name, value in trainer.model.state_dict().items():
+        assert torch.allclose(value.float(), averaged[name].float(), atol=1e-6), name
+    # the evaluation that picked it ran on that same average
+    again = trainer.evaluate()
+    assert math.isclose(again["eval_loss"], trainer.state.best_metric, rel_tol=1e-5)

@@ -52,8 +52,8 @@ _NO_CLASS = {
 class ConversionArguments:
     """What `recipes/convert_reference.py` reads (CLI flags or a YAML `--config`)."""
 
-    checkpoint: str = field(default=None, metadata={"help": "The authors' .pth file (read with weights_only=True)."})
-    output_dir: str = field(default=None, metadata={"help": "Folder to write the stock transformers checkpoint to."})
+    checkpoint: str | None = field(default=None, metadata={"help": "The authors' .pth file (read with weights_only=True)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Folder to write the stock transformers checkpoint to."})
     kind: str = field(
         default="auto",
         metadata={
