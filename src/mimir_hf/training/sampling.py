@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset, Sampler
 
-from ..data.mixing import MixedBatchSampler, MixedDataset
-
 __all__ = ["MixedSamplingMixin"]
 
 
@@ -20,6 +18,10 @@ class MixedSamplingMixin:
     """Put before `Trainer` in the bases; only a `MixedDataset` training set changes the sampling."""
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        # Imported here: the data layer needs `datasets`, which the trainers (and the conversion code that
+        # imports them through `mimir_hf.finetuning`) do not otherwise require.
+        from ..data.mixing import MixedBatchSampler, MixedDataset
+
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if not isinstance(dataset, MixedDataset):
             return super()._get_train_sampler(train_dataset)
