@@ -275,6 +275,8 @@ def test_cait_convit_and_unknown_layouts_are_refused(tmp_path):
         detect_architecture({"blocks_token_only.0.attn.q.weight": torch.zeros(1), "blocks.0.gamma_1": torch.zeros(1)})
     with pytest.raises(UnsupportedArchitectureError, match="ConViT"):
         detect_architecture({"blocks.0.attn.gating_param": torch.zeros(1)})
+    with pytest.raises(UnsupportedArchitectureError, match="MAE-pretrained Swin"):
+        detect_architecture(swin_state() | {"mask_token": torch.zeros(1, 1, 8), "decoder_embed.weight": torch.zeros(8, 8)})
     with pytest.raises(UnrecognisedCheckpointError, match="conv1.weight"):
         detect_architecture({"conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1)})
     path = tmp_path / "x.pth"

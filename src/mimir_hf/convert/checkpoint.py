@@ -195,6 +195,12 @@ def detect_architecture(state: Mapping[str, torch.Tensor]) -> str:
             "transformers has no ConViT class, so it cannot become a stock checkpoint; use the reference code."
         )
     if any(k.startswith("layers.0.blocks.0.attn.relative_position_bias_table") for k in keys):
+        if any(k.startswith(("decoder", "mask_token")) for k in keys):
+            raise UnsupportedArchitectureError(
+                "This is an MAE-pretrained Swin (a Swin encoder with `decoder*`/`mask_token`, the reference's "
+                "'green' Swin). transformers has no masked-autoencoder Swin class, so it cannot become a stock "
+                "pretraining checkpoint; its finetuned Swin classifiers convert (kind='swin')."
+            )
         return "swin"
     if "patch_embed.proj.weight" not in keys and any(k.startswith(("patch_embed.proj.0.", "stem.")) for k in keys):
         raise UnsupportedArchitectureError(
