@@ -41,7 +41,11 @@ def test_finetune_configs_parse(config):
     if "cifar10" in config.stem:
         assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (10, 50, 5)
         assert abs(args.attack_epsilon * 255 - 8) < 1e-9 and abs(args.attack_step_size * 255 - 2) < 1e-9
-    if "imagenet" in config.stem:
+    if "imagenet" in config.stem and "apgd" in config.stem:  # Singh et al.'s recipe (docs/finetuning.md)
+        assert (args.adversarial_method, args.attack_steps, args.attack_random_start) == ("apgd", 2, False)
+        assert (args.num_train_epochs, args.warmup_epochs, args.learning_rate, args.ema_decay) == (300, 20, 1e-3, 0.9999)
+        assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and (args.adam_beta2, args.layer_decay) == (0.95, 1.0)
+    elif "imagenet" in config.stem:
         assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (1, 100, 10)
         assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and abs(args.attack_step_size * 255 - 5) < 1e-9
 

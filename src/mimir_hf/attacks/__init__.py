@@ -1,12 +1,17 @@
-"""L∞ attacks in pixel space, all built on one PGD core."""
+"""L∞ attacks in pixel space: one PGD core, and APGD (its self-tuning-step variant) on the same pieces."""
 
+from .apgd import APGD_MOMENTUM, APGDTrace, apgd, apgd_checkpoint_iterations
 from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
 from .pgd import GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_linf
 
 __all__ = [
+    "APGD_MOMENTUM",
+    "APGDTrace",
     "GAUSSIAN_START_STD",
     "LogitsFn",
     "Objective",
+    "apgd",
+    "apgd_checkpoint_iterations",
     "cross_entropy_objective",
     "cw_margin_objective",
     "frozen_parameters",

@@ -66,6 +66,19 @@ class DataArguments:
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N evaluation images (fast robustness checks)."}
     )
+    generated_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Generated training images mixed into every training batch (the reference's EDM sets): an "
+            "uncompressed `.npz` (np.savez) with `image` (N x H x W x 3 uint8) and `label` arrays, or a folder of "
+            "`image.npy` + `label.npy`. Memory-mapped, never loaded. Checkpoints trained with it are marked "
+            "`additional_data: true`."
+        },
+    )
+    unsup_fraction: float = field(
+        default=0.7,
+        metadata={"help": "Share of each training batch drawn from generated_data (the reference scripts: 0.7)."},
+    )
     validation_split_size: int | None = field(
         default=None,
         metadata={
@@ -84,6 +97,8 @@ class DataArguments:
                 raise ValueError(f"`{name}` must be a positive integer or unset; got {value}.")
         if self.eval_crop_fraction is not None and not 0 < self.eval_crop_fraction <= 1:
             raise ValueError(f"`eval_crop_fraction` must lie in (0, 1]; got {self.eval_crop_fraction}.")
+        if not 0 <= self.unsup_fraction < 1:
+            raise ValueError(f"`unsup_fraction` must lie in [0, 1) (each batch needs real images); got {self.unsup_fraction}.")
 
     def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
         """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""

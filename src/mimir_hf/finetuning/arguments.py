@@ -15,7 +15,7 @@ from .conversion import POOLINGS
 
 __all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments", "TRADES_STARTS"]
 
-ADVERSARIAL_METHODS = ("pgd", "trades", "mart", "none")
+ADVERSARIAL_METHODS = ("pgd", "trades", "mart", "apgd", "none")
 TRADES_STARTS = ("gaussian", "uniform")
 
 
@@ -33,7 +33,9 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
         default="pgd",
         metadata={
             "help": "Outer loss / inner attack: `pgd` (PGD-AT, cross-entropy on PGD examples), `trades` (clean CE + "
-            "beta * KL, attack maximises the KL), `mart` (MART) or `none` (plain training, the control).",
+            "beta * KL, attack maximises the KL), `mart` (MART), `apgd` (APGD-AT: cross-entropy on APGD-CE examples, "
+            "attack_steps iterations with APGD's own step sizes from 2 * attack_epsilon; attack_step_size is not used) "
+            "or `none` (plain training, the control).",
             "choices": list(ADVERSARIAL_METHODS),
         },
     )
@@ -101,6 +103,20 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
         default=0,
         metadata={"help": "Seed of the validation attack's random start, so every evaluation attacks alike."},
     )
+    ema_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "Exponential moving average of the weights, updated after every optimizer step with this decay "
+            "(Singh et al.'s ImageNet recipe: 0.9999); 0 disables it. When on, validation runs on the average and "
+            "the saved model is the average (checkpoints keep the raw weights plus ema.safetensors, for resuming)."
+        },
+    )
+    ema_device: str | None = field(
+        default=None, metadata={"help": "Where the EMA copy lives: the weights' device (default) or `cpu` to save GPU memory."}
+    )
+    ema_evaluate: bool = field(
+        default=True, metadata={"help": "With ema_decay > 0, evaluate the averaged weights during training (the reference does)."}
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: image datasets build `pixel_values` from their `image` column on the fly."},
@@ -134,6 +150,8 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}.")
         if not 0 <= self.drop_path_rate < 1:
             raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in [0, 1) (0 disables the weight EMA; 0.9999 is usual), got {self.ema_decay}.")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         super().__post_init__()

@@ -26,6 +26,7 @@ from ..data import (
     with_transform,
 )
 from ..cli import save_recipe_config
+from ..data.mixing import mix_generated_data
 from ..training import resolve_resume
 from .arguments import AdversarialTrainingArguments, ModelArguments
 from .model import _looks_local, build_classifier
@@ -139,7 +140,12 @@ def run_finetuning(
     trainer = AdversarialTrainer(
         model=model,
         args=training_args,
-        train_dataset=with_transform(train_data, train_transform(image_size)),
+        train_dataset=mix_generated_data(
+            with_transform(train_data, train_transform(image_size)),
+            data_args.generated_data,
+            train_transform(image_size),
+            data_args.unsup_fraction,
+        ),
         eval_dataset=None if eval_data is None else with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction)),
         data_collator=collate_images,
         processing_class=processor,

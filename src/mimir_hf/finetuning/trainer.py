@@ -26,8 +26,10 @@ from torch import nn
 from transformers import Trainer
 from transformers.utils import logging
 
-from ..attacks import cross_entropy_objective, kl_objective, pgd, preserve_mode
+from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
 from ..training import ConvertedCheckpointMixin
+from ..training.ema import WeightEMACallback
+from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
 from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
@@ -38,7 +40,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
+class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and
@@ -69,6 +71,8 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
         self._has_adversarial_count = False
         self._eval_records: dict[str, list[torch.Tensor]] | None = None
         self._eval_generator: torch.Generator | None = None
+        if args.ema_decay > 0:
+            self.add_callback(WeightEMACallback(args.ema_decay, device=args.ema_device, evaluate_ema=args.ema_evaluate))
 
     @staticmethod
     def _install_drop_path(model: nn.Module | None, rate: float) -> list:
@@ -128,6 +132,10 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
         return unwrapped, logits_fn
 
     def _attack(self, model: nn.Module, objective, pixel_values: torch.Tensor, **budget: Any) -> torch.Tensor:
+        if self.args.adversarial_method == "apgd":  # APGD sets its own step sizes (from 2 * epsilon)
+            budget.pop("step_size", None)
+            budget.pop("start", None)
+            return apgd(objective, pixel_values, model=model, **budget)
         return pgd(objective, pixel_values, model=model, **budget)
 
     @staticmethod
@@ -178,7 +186,7 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
             outputs = model(pixel_values=pixel_values)
             clean_logits = outputs.logits
             loss = plain_loss(clean_logits, labels, smoothing)
-        elif method == "pgd":
+        elif method in ("pgd", "apgd"):
             adversarial = self._attack(unwrapped, cross_entropy_objective(logits_fn, labels), pixel_values, **budget)
             if args.log_clean_accuracy:
                 with torch.no_grad(), preserve_mode(unwrapped, args.attack_model_mode):

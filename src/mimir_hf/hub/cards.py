@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .additional_data import uses_additional_data
 from .report import (
     REPORT_FILENAME,
     attack_display_name,
@@ -145,6 +146,11 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
     description = (
         f"{size} Vision Transformer" if size else f"Vision Transformer (hidden size {hidden}, {layers} layers, {heads} heads)"
     )
+    if config.get("model_type") == "swin":  # a converted Swin classifier (recipes/convert_reference.py)
+        description = (
+            f"Swin Transformer (embed dim {config.get('embed_dim')}, depths {config.get('depths')}, heads "
+            f"{config.get('num_heads')}, window {config.get('window_size')})"
+        )
     model_type = config.get("model_type", "?")
     class_name, base_class = stock_classes(model_type, kind)
     id2label = config.get("id2label") or {}
@@ -170,6 +176,8 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
 
 def _pooling(config: dict[str, Any]) -> str:
     """How the classifier reads the encoder: the card says it, since it changes what the numbers mean."""
+    if config.get("model_type") == "swin":
+        return "mean of the last stage's tokens after its LayerNorm (Swin)"
     if config.get("use_mean_pooling"):
         return "mean of the patch tokens through a LayerNorm (as the MIMIR reference and MAE finetuning)"
     return "the CLS token after the encoder's final LayerNorm"
@@ -417,6 +425,8 @@ def build_model_card(
         model_name=model_name if kind == "classifier" else None,
         eval_results=_eval_results(loaded_report, dataset_id) if loaded_report else None,
     )
+    if uses_additional_data(folder, training_config):  # RobustBench's flag; see hub/additional_data.py
+        card_data.additional_data = True
 
     arch = _architecture(config, kind)
     extras = _config_extras(config)

@@ -16,6 +16,7 @@ from typing import Any
 from transformers import set_seed
 
 from ..cli import save_recipe_config
+from ..data.mixing import mix_generated_data
 from ..data import DataArguments, collate_images, eval_transform, make_image_processor, train_transform, with_transform
 from ..modeling import MimirForPreTraining, mimir_config
 from ..training import resolve_resume
@@ -95,7 +96,12 @@ def run_pretraining(
     trainer = MimirTrainer(
         model=model,
         args=training_args,
-        train_dataset=with_transform(train_data, train_transform(image_size)),
+        train_dataset=mix_generated_data(
+            with_transform(train_data, train_transform(image_size)),
+            data_args.generated_data,
+            train_transform(image_size),
+            data_args.unsup_fraction,
+        ),
         eval_dataset=eval_data,
         data_collator=collate_images,
     )

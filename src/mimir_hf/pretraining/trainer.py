@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from ..modeling import MimirForPreTraining
 from ..training import ConvertedCheckpointMixin
+from ..training.sampling import MixedSamplingMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
 
@@ -27,7 +28,7 @@ __all__ = ["MimirTrainer"]
 _SUMMED_METRICS = {"mi_dropped_batches"}
 
 
-class MimirTrainer(ConvertedCheckpointMixin, Trainer):
+class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """Stage 1 of MIMIR. Pass a `MimirForPreTraining` and `MimirTrainingArguments`.
 
     The method hyper-parameters in `args` are written into `model.config` so that they are saved
