@@ -121,7 +121,7 @@ def test_pretrain_and_finetune_recipes_run_ddp_under_the_cpu_config(tmp_path):
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--num_train_epochs", "2",
         "--attack_steps", "1", "--eval_attack_steps", "1", "--eval_strategy", "epoch", "--save_strategy", "epoch",
         "--save_total_limit", "1", "--load_best_model_at_end", "true", "--metric_for_best_model", "eval_robust_accuracy",
-        "--warmup_epochs", "0", "--logging_steps", "1", "--report_to", "tensorboard",
+        "--warmup_epochs", "0", "--logging_steps", "1", "--report_to", "tensorboard", "--validation_split_size", "none",
         "--seed", "0",
     ], tmp_path)
     _check_data_parallel(result, finetune_out, epochs=2)

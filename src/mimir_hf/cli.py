@@ -13,6 +13,7 @@ abbreviated flag (`--num_train_epoch`) is refused rather than guessed.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import enum
@@ -20,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,40 @@ def _refuse(message: str):
     raise ValueError(f"{message[:1].upper()}{message[1:]}.")
 
 
+_NONE_WORDS = ("none", "null")
+
+
+def _optional_fields(dataclass_types: Sequence[type]) -> set[str]:
+    """Names of the fields whose type admits None (`int | None`, `Optional[float]`, ...)."""
+    names = set()
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        for field_ in dataclasses.fields(dataclass_type):
+            if type(None) in typing.get_args(hints.get(field_.name)):
+                names.add(field_.name)
+    return names
+
+
+def _accept_none_for_optional_fields(parser: argparse.ArgumentParser, dataclass_types: Sequence[type]) -> None:
+    """Let `--field none` (or `null`, as YAML writes it) unset an optional field a config sets.
+
+    Without it a config's `validation_split_size: 1000` could not be switched off from the command
+    line: argparse would try `int("none")`.
+    """
+    optional = _optional_fields(dataclass_types)
+
+    def none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+        def parse(text: str) -> Any:
+            return None if text.strip().lower() in _NONE_WORDS else convert(text)
+
+        parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its errors
+        return parse
+
+    for action in parser._actions:
+        if action.dest in optional and callable(action.type) and action.type is not str:
+            action.type = none_or(action.type)
+
+
 def parse_recipe_args(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -175,6 +211,7 @@ def parse_recipe_args(
     parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
     parser._negative_number_matcher = _NEGATIVE_VALUE  # private argparse attribute; tests/test_cli.py guards it
     parser.error = _refuse  # a bad value is one line, not the usage of 150 options followed by the message
+    _accept_none_for_optional_fields(parser, dataclass_types)
     values: dict[str, Any] = {}
     if config_path is not None:
         values = load_yaml_config(config_path)

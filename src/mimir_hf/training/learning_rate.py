@@ -8,14 +8,11 @@ the stock default and always wins.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
 __all__ = ["DEFAULT_LEARNING_RATE", "ScaledLearningRateArguments", "scaled_learning_rate"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_LEARNING_RATE = 5e-5
 """transformers' own default, used when neither `learning_rate` nor `base_learning_rate` is set."""
@@ -61,23 +58,23 @@ class ScaledLearningRateArguments(TrainingArguments):
             raise ValueError(f"base_learning_rate must be > 0, got {self.base_learning_rate}.")
         super().__post_init__()
         if self.learning_rate is not None:
-            if self.base_learning_rate is not None:
-                logger.info(
-                    "learning_rate=%.3g given explicitly: base_learning_rate=%.3g is not applied.",
-                    self.learning_rate,
-                    self.base_learning_rate,
-                )
-            return
-        if self.base_learning_rate is None:
+            self._learning_rate_rule = f"learning_rate = {self.learning_rate:.3g}, given explicitly" + (
+                f" (base_learning_rate {self.base_learning_rate:.3g} not applied)" if self.base_learning_rate is not None else ""
+            )
+        elif self.base_learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATE
-            return
-        self.learning_rate = scaled_learning_rate(self.base_learning_rate, self.effective_batch_size)
-        logger.info(
-            "learning_rate = base %.3g × effective batch %d / 256 = %.3g",
-            self.base_learning_rate,
-            self.effective_batch_size,
-            self.learning_rate,
-        )
+            self._learning_rate_rule = f"learning_rate = {DEFAULT_LEARNING_RATE:.3g} (transformers' default)"
+        else:
+            self.learning_rate = scaled_learning_rate(self.base_learning_rate, self.effective_batch_size)
+            self._learning_rate_rule = (
+                f"learning_rate = base {self.base_learning_rate:.3g} × effective batch {self.effective_batch_size} "
+                f"/ 256 = {self.learning_rate:.3g}"
+            )
+
+    def learning_rate_rule(self) -> str:
+        """How `learning_rate` was set; the trainers log it when training starts (not at parse time,
+        so that a recipe that stops on a user error prints that error alone)."""
+        return getattr(self, "_learning_rate_rule", f"learning_rate = {self.learning_rate}")
 
     @property
     def effective_batch_size(self) -> int:
