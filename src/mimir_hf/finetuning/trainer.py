@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from torch import nn
 from transformers import Trainer
 from transformers.utils import logging
@@ -128,9 +129,18 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
 
         return unwrapped, logits_fn
 
+    @property
+    def _freeze_during_attack(self) -> bool:
+        # FSDP's sharded parameters must not have their flags flipped; the attack asks for input
+        # gradients only either way. (With FSDP2 `unwrap_model` returns the sharded module itself,
+        # so the attack's forward runs its unshard hooks.)
+        return self.accelerator.distributed_type != DistributedType.FSDP
+
     def _attack(self, model: nn.Module, objective, pixel_values: torch.Tensor, **budget: Any) -> torch.Tensor:
         # the collator checked the batch; checking again here would wait for the device
-        return pgd(objective, pixel_values, model=model, check_inputs=False, **budget)
+        return pgd(
+            objective, pixel_values, model=model, check_inputs=False, freeze_parameters=self._freeze_during_attack, **budget
+        )
 
     @staticmethod
     def _check_labels(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
@@ -280,6 +290,7 @@ class AdversarialTrainer(ConvertedCheckpointMixin, Trainer):
                 model_mode="eval",
                 generator=self._eval_generator,
                 check_inputs=False,
+                freeze_parameters=self._freeze_during_attack,
             )
             with torch.no_grad():
                 adversarial_logits = logits_fn(adversarial)
