@@ -236,3 +236,24 @@ def test_saved_config_records_the_per_device_batch_of_the_mi_penalty(tmp_path):
     trainer.save_model()
     reloaded = MimirForPreTraining.from_pretrained(str(tmp_path / "pre"))
     assert reloaded.config.mi_batch_size == 8 and reloaded.config.mi_compute_dtype == "float32"
+
+
+# ---------------------------------------------------------------- torch.compile
+
+
+@pytest.mark.slow
+def test_compiled_encoder_has_no_graph_break_in_a_training_step(tmp_path):
+    """`fullgraph=True` raises on any graph break: the encoder must compile whole, for the attack and the step.
+
+    CPU inductor (~3 min on the 2 shared cores); the attack's forward (frozen parameters, input
+    gradients) and the training forward are compiled separately and both go through it.
+    """
+    torch._dynamo.reset()
+    trainer = pretraining_trainer_for(tmp_path, max_steps=2, log_attack_gain=True)
+    trainer.model.vit.compile(fullgraph=True, backend="inductor")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2 and all(entry["mi_loss"] > 0 for entry in logs)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.model.parameters()))
+    torch._dynamo.reset()
