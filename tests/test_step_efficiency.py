@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import datasets
 import pytest
 import torch
 from transformers import ViTMAEConfig
@@ -20,76 +19,21 @@ import mimir_hf.pretraining.trainer as pretraining_trainer
 from mimir_hf.evaluation.attacks import AttackSettings, build_attack
 from mimir_hf.evaluation.wrapper import LogitsModel
 from mimir_hf.finetuning import AdversarialTrainer, AdversarialTrainingArguments, mae_to_classifier, random_mae_encoder
-from mimir_hf.modeling import MimirForPreTraining, mimir_config
-from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments
+from mimir_hf.modeling import MimirForPreTraining
+from mimir_hf.pretraining import MimirTrainingArguments
 from sync_counter import count_host_syncs
-
-TINY_MAE = dict(patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-TINY_VIT = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=16, patch_size=4,
-    layer_norm_eps=1e-6, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
-    decoder_intermediate_size=32,
+from tiny_runs import (
+    TINY_VIT,
+    LinearDtypes,
+    RandomImages,
+    count_step_syncs,
+    finetuning_trainer_for,
+    labelled_images,
+    pretraining_trainer_for,
 )
-COMMON = dict(num_train_epochs=1, logging_steps=1, report_to="none", disable_tqdm=True, save_strategy="no", use_cpu=True, seed=0)
-
-
-class RandomImages(torch.utils.data.Dataset):
-    def __init__(self, n: int = 16, size: int = 32):
-        self.n, self.size = n, size
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        return {"pixel_values": torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(i))}
-
-
-def labelled_images(n: int = 16, num_labels: int = 3, size: int = 16) -> datasets.Dataset:
-    g = torch.Generator().manual_seed(0)
-    pixels = torch.rand(n, 3, size, size, generator=g)
-    labels = torch.randint(0, num_labels, (n,), generator=g)
-    return datasets.Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels.numpy()}).with_format("torch")
-
-
-def pretraining_trainer_for(tmp_path, **overrides) -> MimirTrainer:
-    torch.manual_seed(0)
-    model = MimirForPreTraining(mimir_config("vit-t", 32, **TINY_MAE))
-    args = MimirTrainingArguments(output_dir=str(tmp_path / "pre"), per_device_train_batch_size=8, **{**COMMON, **overrides})
-    return MimirTrainer(model=model, args=args, train_dataset=RandomImages())
-
-
-def finetuning_trainer_for(tmp_path, **overrides) -> AdversarialTrainer:
-    torch.manual_seed(0)
-    model = mae_to_classifier(random_mae_encoder(ViTMAEConfig(**TINY_VIT)), num_labels=3)
-    values = dict(per_device_train_batch_size=8, per_device_eval_batch_size=8, attack_steps=2, eval_attack_steps=2)
-    args = AdversarialTrainingArguments(output_dir=str(tmp_path / "fine"), **{**COMMON, **values, **overrides})
-    return AdversarialTrainer(model=model, args=args, train_dataset=labelled_images(), eval_dataset=labelled_images(8))
 
 
 # ---------------------------------------------------------------- precision of the attacks
-
-
-class LinearDtypes:
-    """Output dtypes of every `nn.Linear` call, split by whether an attack was running."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.in_attack = False
-        self.attack: set[torch.dtype] = set()
-        self.other: set[torch.dtype] = set()
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
-
-    def _hook(self, module, inputs, output) -> None:
-        (self.attack if self.in_attack else self.other).add(output.dtype)
-
-    def marking(self, function):
-        def marked(*args, **kwargs):
-            self.in_attack = True
-            try:
-                return function(*args, **kwargs)
-            finally:
-                self.in_attack = False
-
-        return marked
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
@@ -134,21 +78,6 @@ def test_evaluation_attacks_run_in_fp32_even_under_autocast():
 # ---------------------------------------------------------------- host syncs
 
 
-def _count_step_syncs(trainer) -> list:
-    logs: list = []
-    original = trainer.training_step
-
-    def counted(*args, **kwargs):
-        with count_host_syncs() as log:
-            result = original(*args, **kwargs)
-        logs.append(log)
-        return result
-
-    trainer.training_step = counted
-    trainer.train()
-    return logs
-
-
 def test_sync_counter_counts_read_backs():
     x = torch.ones(3)
     with count_host_syncs() as log:
@@ -162,7 +91,7 @@ def test_sync_counter_counts_read_backs():
 @pytest.mark.parametrize("overrides", [{}, {"log_attack_gain": True, "attack_shares_mask": True, "bf16": True}])
 def test_pretraining_step_reads_nothing_back(tmp_path, overrides):
     trainer = pretraining_trainer_for(tmp_path, max_steps=2, **overrides)
-    logs = _count_step_syncs(trainer)
+    logs = count_step_syncs(trainer)
     assert len(logs) == 2
     for log in logs:
         assert log.count == 0, log.report()
@@ -175,7 +104,7 @@ def test_pretraining_step_reads_nothing_back(tmp_path, overrides):
 @pytest.mark.parametrize("method", ["pgd", "trades", "mart", "none"])
 def test_finetuning_step_reads_nothing_back(tmp_path, method):
     trainer = finetuning_trainer_for(tmp_path, max_steps=2, adversarial_method=method, drop_path_rate=0.1)
-    logs = _count_step_syncs(trainer)
+    logs = count_step_syncs(trainer)
     assert len(logs) == 2
     for log in logs:
         assert log.count == 0, log.report()
@@ -207,7 +136,7 @@ def test_mi_drop_is_logged_without_a_sync_in_the_step(tmp_path, monkeypatch, cap
     monkeypatch.setitem(ESTIMATORS, "hsic_cca", lambda x, y, sigma, epsilon: torch.full((), float("nan"), device=x.device))
     trainer = pretraining_trainer_for(tmp_path, max_steps=2)
     with caplog.at_level("WARNING"):
-        logs = _count_step_syncs(trainer)
+        logs = count_step_syncs(trainer)
     assert all(log.count == 0 for log in logs)
     entries = [entry for entry in trainer.state.log_history if "mi_dropped_batches" in entry]
     assert [entry["mi_dropped_batches"] for entry in entries] == [1, 1]
