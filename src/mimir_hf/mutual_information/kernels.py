@@ -4,8 +4,9 @@ Every estimator here sees the same two hazards. First, the MI penalty is compute
 mixed-precision training step, and the quantities involved (a kernel whose entries all sit
 near 1, centred so that only their tiny differences remain, then a nearly singular solve)
 are hopeless in bf16/fp16; so autocast is switched off and the work is done in float64
-where the device runs it at a useful rate, float32 elsewhere (`compute_dtype_for`). Second, a wrong batch (one sample, two batch
-sizes) would still produce a number; it raises instead, saying what to do.
+where the device runs it at a useful rate, float32 elsewhere (`compute_dtype_for`). Second,
+a wrong batch (one sample, two batch sizes) would still produce a number; it raises instead,
+saying what to do.
 """
 
 from __future__ import annotations
