@@ -324,18 +324,18 @@ def test_penalty_counts_linalg_failure(monkeypatch: pytest.MonkeyPatch, caplog: 
 
 
 @pytest.mark.parametrize("name", ["hsic_cca", "hsic", "renyi"])
-def test_penalty_drops_nan_without_returning_nan(name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_penalty_drops_nan_without_returning_nan(name: str) -> None:
     penalty = MutualInformationPenalty(name)
     latent = torch.randn(6, 4)
     latent[2, 1] = float("nan")
     latent.requires_grad_(True)
-    with caplog.at_level(logging.WARNING):
-        value, dropped = penalty(latent, torch.rand(6, 3))
-        ok_value, ok_dropped = penalty(torch.randn(6, 4), torch.rand(6, 3))
+    value, dropped = penalty(latent, torch.rand(6, 3))
+    ok_value, ok_dropped = penalty(torch.randn(6, 4), torch.rand(6, 3))
+    # flagged on the device (a bool tensor), counted, and never NaN; the trainer logs it when it logs
+    assert isinstance(dropped, torch.Tensor) and dropped.dtype == torch.bool
     assert dropped and value.item() == 0.0 and not torch.isnan(value)
     assert not ok_dropped and torch.isfinite(ok_value)
     assert penalty.num_dropped == 1 and penalty.num_calls == 2
-    assert "dropped" in caplog.text
     value.backward()
     assert torch.equal(latent.grad, torch.zeros_like(latent))
 

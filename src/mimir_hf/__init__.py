@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from ._versions import check_transformers_version  # noqa: E402
+
+check_transformers_version()
+
 _LAZY = {
     "MimirConfig": "mimir_hf.modeling",
     "MimirForPreTraining": "mimir_hf.modeling",

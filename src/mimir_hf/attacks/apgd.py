@@ -79,6 +79,7 @@ def apgd(
     model_mode: Literal["eval", "train"] | None = "eval",
     generator: torch.Generator | None = None,
     freeze_parameters: bool = True,
+    check_inputs: bool = True,
     trace: APGDTrace | None = None,
     is_successful: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
@@ -94,6 +95,9 @@ def apgd(
         random_start: start at a uniform point of the ε-ball instead of the clean image (the APGD-AT
             recipe starts at the clean image).
         model: the module the objective runs (mode set to `model_mode`, parameters frozen while attacking).
+        freeze_parameters: freeze `model`'s parameters while attacking (False for sharded FSDP modules).
+        check_inputs: check that `inputs` lie in [0, 1] (one device sync); trainers whose collator
+            already checked the batch pass False.
         trace: an `APGDTrace` to fill with the schedule's decisions.
         is_successful: unused by the schedule; accepted so that APGD and PGD share call sites.
     """
@@ -104,7 +108,7 @@ def apgd(
         raise ValueError(f"steps must be >= 0, got {steps}.")
     if not 0 < momentum <= 1:
         raise ValueError(f"momentum must lie in (0, 1], got {momentum}.")
-    check_pixel_values(inputs, name="inputs")
+    check_pixel_values(inputs, name="inputs", check_range=check_inputs)
     clean = inputs.detach()
     n = clean.shape[0]
     view = (-1,) + (1,) * (clean.ndim - 1)

@@ -121,6 +121,7 @@ def pgd(
     is_successful: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     freeze_parameters: bool = True,
+    check_inputs: bool = True,
 ) -> torch.Tensor:
     """L∞ PGD in pixel space: x′ ← Π_{B∞(x, ε) ∩ [0,1]}(x′ + α · sign(∇ objective(x′))).
 
@@ -148,6 +149,8 @@ def pgd(
         generator: random source for the start, for reproducible attacks.
         freeze_parameters: freeze `model`'s parameters while attacking (pass False for sharded
             FSDP modules, whose flat parameters must not be touched).
+        check_inputs: check that `inputs` lie in [0, 1]. The check reads values back from the
+            device (a GPU sync); training loops check each batch once in their collator and pass False.
 
     Returns:
         The adversarial batch, detached, with the dtype and device of `inputs`.
@@ -155,7 +158,7 @@ def pgd(
     _check_budget(epsilon, step_size, steps, restarts)
     if start not in ("uniform", "gaussian"):
         raise ValueError(f"start must be 'uniform' or 'gaussian', got {start!r}.")
-    check_pixel_values(inputs, name="inputs")
+    check_pixel_values(inputs, name="inputs", check_range=check_inputs)
     clean = inputs.detach()
 
     best: torch.Tensor | None = None

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import cross_entropy_objective, cw_margin_objective, pgd
+from ..mutual_information.kernels import no_autocast
 from .wrapper import LogitsModel
 
 __all__ = [
@@ -230,6 +231,16 @@ class Attack:
         kind = self.spec.kind
         if kind == "clean":
             return inputs
+        # A robustness number must come from full-precision gradients: a bf16 attack is a weaker
+        # attack and would overstate robustness. The evaluation casts the model to float32 and
+        # also switches off any autocast a caller left on.
+        with no_autocast(inputs.device):
+            return self._run(model, inputs, labels, generator)
+
+    def _run(
+        self, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        kind = self.spec.kind
         if kind in ("autoattack", "square"):
             return _run_autoattack(self.spec, model, inputs, labels)
         objective = _objective(self.spec, model, inputs, labels)

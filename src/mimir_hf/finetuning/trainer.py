@@ -10,8 +10,10 @@ What it changes in the stock Trainer:
   ViT declares that it accepts loss kwargs, which would otherwise make transformers 5.x skip that
   division and double the update at `gradient_accumulation_steps=2`.
 - `create_optimizer` builds layer-wise-lr-decay parameter groups (`optim.py`).
-- clean and adversarial training accuracies are collected in `compute_loss` and averaged into
-  the training logs in `log()`.
+- clean and adversarial training accuracies are counted on the device in `compute_loss` and read
+  back only in `log()`; batches are checked (pixels in [0, 1], labels in range) once in the
+  collator (`CheckedCollator`), so a training step never waits for the device.
+- fp16 is refused: the attack's input gradient is not loss-scaled (use bf16).
 - evaluation reports `eval_accuracy` and `eval_robust_accuracy` (PGD-k under `torch.enable_grad`,
   seeded), so `metric_for_best_model="eval_robust_accuracy"` selects the most robust checkpoint.
 """
@@ -22,12 +24,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from torch import nn
 from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
-from ..training import ConvertedCheckpointMixin
+from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels
 from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
@@ -61,12 +64,25 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 f"AdversarialTrainer needs AdversarialTrainingArguments, got {type(args).__name__}; the attack and "
                 "layer-decay settings live there."
             )
+        if args.fp16 and (args.adversarial_method != "none" or args.eval_attack_steps > 0):
+            raise ValueError(
+                "fp16 is not supported for adversarial training: the attack's input gradient is not loss-scaled, so "
+                "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on Ampere "
+                "and newer GPUs, no scaling needed) or full precision."
+            )
         super().__init__(model=model, args=args, **kwargs)
+        config = getattr(self.model, "config", None)
+        self.data_collator = CheckedCollator(
+            self.data_collator,
+            num_channels=getattr(config, "num_channels", None),
+            num_labels=getattr(config, "num_labels", None),
+        )
         # We compute the loss ourselves and never pass `num_items_in_batch` to the model; without this the
         # Trainer treats the loss as already normalised over the accumulated batch (ViT accepts loss kwargs).
         self.model_accepts_loss_kwargs = False
+        logger.info(args.learning_rate_rule())
         self._drop_path_handles = self._install_drop_path(self.model, args.drop_path_rate)
-        self._train_counts = torch.zeros(3, dtype=torch.float64)  # clean correct, adversarial correct, samples
+        self._train_counts: torch.Tensor | None = None  # on the device: clean correct, adversarial correct, samples
         self._has_clean_count = False
         self._has_adversarial_count = False
         self._eval_records: dict[str, list[torch.Tensor]] | None = None
@@ -131,22 +147,28 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
 
         return unwrapped, logits_fn
 
+    @property
+    def _freeze_during_attack(self) -> bool:
+        # FSDP's sharded parameters must not have their flags flipped; the attack asks for input
+        # gradients only either way. (With FSDP2 `unwrap_model` returns the sharded module itself,
+        # so the attack's forward runs its unshard hooks.)
+        return self.accelerator.distributed_type != DistributedType.FSDP
+
     def _attack(self, model: nn.Module, objective, pixel_values: torch.Tensor, **budget: Any) -> torch.Tensor:
+        # the collator checked the batch; checking again here would wait for the device
         if self.args.adversarial_method == "apgd":  # APGD sets its own step sizes (from 2 * epsilon)
             budget.pop("step_size", None)
             budget.pop("start", None)
-            return apgd(objective, pixel_values, model=model, **budget)
-        return pgd(objective, pixel_values, model=model, **budget)
+            return apgd(
+                objective, pixel_values, model=model, check_inputs=False, freeze_parameters=self._freeze_during_attack, **budget
+            )
+        return pgd(
+            objective, pixel_values, model=model, check_inputs=False, freeze_parameters=self._freeze_during_attack, **budget
+        )
 
     @staticmethod
     def _check_labels(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-        if labels is None:
-            raise ValueError("AdversarialTrainer needs `labels` in every batch (the attack maximises the label's loss).")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-            raise ValueError(
-                f"Labels must lie in [0, {num_classes - 1}] for a model with {num_classes} classes, got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]: the label count of the model does not match the data."
-            )
+        check_labels(labels, num_classes)
         return labels
 
     def compute_loss(
@@ -169,9 +191,8 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         method = args.adversarial_method
         smoothing = args.label_smoothing_factor
         unwrapped, logits_fn = self._logits_fn(model)
-        num_classes = unwrapped.config.num_labels if hasattr(unwrapped, "config") else None
-        if num_classes is not None:
-            labels = self._check_labels(labels, num_classes)
+        if labels is None:  # the range was checked in the collator
+            raise ValueError("AdversarialTrainer needs `labels` in every batch (the attack maximises the label's loss).")
         budget = {
             "epsilon": args.attack_epsilon,
             "step_size": args.attack_step_size,
@@ -216,25 +237,28 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     def _record_train_accuracy(
         self, clean_logits: torch.Tensor | None, adversarial_logits: torch.Tensor | None, labels: torch.Tensor
     ) -> None:
+        if self._train_counts is None:
+            self._train_counts = torch.zeros(3, dtype=torch.float32, device=labels.device)
         if clean_logits is not None:
-            self._train_counts[0] += (clean_logits.argmax(-1) == labels).sum().item()
+            self._train_counts[0] += (clean_logits.argmax(-1) == labels).sum()
             self._has_clean_count = True
         if adversarial_logits is not None:
-            self._train_counts[1] += (adversarial_logits.argmax(-1) == labels).sum().item()
+            self._train_counts[1] += (adversarial_logits.argmax(-1) == labels).sum()
             self._has_adversarial_count = True
         self._train_counts[2] += labels.numel()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the clean / adversarial training accuracy since the last log to training logs."""
-        if "loss" in logs and self._train_counts[2] > 0:
-            counts = self._train_counts.to(self.args.device, dtype=torch.float32)
+        """Add the clean / adversarial training accuracy since the last log to training logs (the only read-back)."""
+        if "loss" in logs and self._train_counts is not None:
+            counts = self._train_counts.to(self.args.device)
             if self.accelerator.num_processes > 1:
                 counts = self.accelerator.reduce(counts, reduction="sum")
             counts = counts.cpu()
-            if self._has_clean_count:
-                logs["clean_accuracy"] = round(float(counts[0] / counts[2]), 4)
-            if self._has_adversarial_count:
-                logs["adversarial_accuracy"] = round(float(counts[1] / counts[2]), 4)
+            if counts[2] > 0:
+                if self._has_clean_count:
+                    logs["clean_accuracy"] = round(float(counts[0] / counts[2]), 4)
+                if self._has_adversarial_count:
+                    logs["adversarial_accuracy"] = round(float(counts[1] / counts[2]), 4)
             self._train_counts.zero_()
         super().log(logs, start_time)
 
@@ -291,6 +315,8 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 model=unwrapped,
                 model_mode="eval",
                 generator=self._eval_generator,
+                check_inputs=False,
+                freeze_parameters=self._freeze_during_attack,
             )
             with torch.no_grad():
                 adversarial_logits = logits_fn(adversarial)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTMAEConfig
 
-__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_ESTIMATORS"]
+__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_COMPUTE_DTYPES", "MI_ESTIMATORS"]
 
 ATTACK_TARGETS = ("adversarial", "clean")
 MI_ESTIMATORS = ("hsic_cca", "hsic", "renyi")
+MI_COMPUTE_DTYPES = ("auto", "float64", "float32")
 
 
 @strict
@@ -36,6 +37,14 @@ class MimirConfig(ViTMAEConfig):
         ε_r, the ridge of the normalised HSIC's regularised inverses.
     mi_alpha (`float`, defaults to 1.01):
         α of the Rényi entropy estimator.
+    mi_compute_dtype (`str`, defaults to `"auto"`):
+        Precision of the MI estimate's kernels and solves: `"float64"`, `"float32"`, or `"auto"`
+        (float64 on the CPU and on data-centre GPUs, float32 where float64 is slow, e.g. consumer
+        GPUs; `docs/benchmarks.md` gives the float32 error).
+    mi_batch_size (`int`, *optional*):
+        The per-device micro-batch the MI penalty was computed on while training (written by
+        `MimirTrainer`). The penalty is a batch-level statistic computed on each device's
+        micro-batch, as the reference does, so its scale, and the meaning of λ, depend on it.
     attack_epsilon (`float`, defaults to 8/255):
         L∞ radius of the pretraining attack, in [0, 1] pixel units.
     attack_step_size (`float`, defaults to 10/255):
@@ -60,6 +69,8 @@ class MimirConfig(ViTMAEConfig):
     mi_sigma: float = 5.0
     mi_epsilon: float = 1e-5
     mi_alpha: float = 1.01
+    mi_compute_dtype: str = "auto"
+    mi_batch_size: int | None = None
     attack_epsilon: float = 8 / 255
     attack_step_size: float = 10 / 255
     attack_steps: int = 1
@@ -72,6 +83,8 @@ class MimirConfig(ViTMAEConfig):
             raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
         if self.mi_estimator not in MI_ESTIMATORS:
             raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
+        if self.mi_compute_dtype not in MI_COMPUTE_DTYPES:
+            raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {self.mi_compute_dtype!r}.")
         if self.mi_weight < 0:
             raise ValueError(f"mi_weight must be >= 0, got {self.mi_weight}.")
         if not 0 <= self.mask_ratio < 1:

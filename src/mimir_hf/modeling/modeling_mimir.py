@@ -118,13 +118,15 @@ class MimirForPreTraining(ViTMAEForPreTraining):
         """The configured estimator wrapper; rebuilt if the config changed (e.g. a trainer set σ)."""
         from ..mutual_information import MutualInformationPenalty
 
-        key = (self.config.mi_estimator, self.config.mi_sigma, self.config.mi_epsilon, self.config.mi_alpha)
+        compute_dtype = getattr(self.config, "mi_compute_dtype", "auto")
+        key = (self.config.mi_estimator, self.config.mi_sigma, self.config.mi_epsilon, self.config.mi_alpha, compute_dtype)
         if self._mi_penalty is None or self._mi_penalty_key != key:
             self._mi_penalty = MutualInformationPenalty(
                 estimator=self.config.mi_estimator,
                 sigma=self.config.mi_sigma,
                 epsilon=self.config.mi_epsilon,
                 alpha=self.config.mi_alpha,
+                compute_dtype=compute_dtype,
             )
             self._mi_penalty_key = key
         return self._mi_penalty
@@ -151,8 +153,14 @@ class MimirForPreTraining(ViTMAEForPreTraining):
             raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
         return (per_patch * mask).sum() / mask.sum()
 
-    def _check_inputs(self, name: str, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None) -> None:
-        check_pixel_values(pixel_values, num_channels=self.config.num_channels, name=name)
+    def _check_inputs(
+        self, name: str, pixel_values: torch.Tensor, interpolate_pos_encoding: bool | None, check_range: bool
+    ) -> None:
+        # The [0, 1] range check reads two values back from the device (a GPU sync) and breaks a
+        # torch.compile graph, so callers that validated their batch already (the trainer's
+        # collator) and compiled code skip it; the shape checks cost nothing and always run.
+        check_range = check_range and not torch.compiler.is_compiling()
+        check_pixel_values(pixel_values, num_channels=self.config.num_channels, name=name, check_range=check_range)
         check_image_size(*pixel_values.shape[-2:], self.config.image_size, interpolate_pos_encoding, name=name)
 
     def forward(
@@ -163,6 +171,8 @@ class MimirForPreTraining(ViTMAEForPreTraining):
         interpolate_pos_encoding: bool | None = None,
         attention_mask: torch.Tensor | None = None,
         reconstruction_target: torch.Tensor | None = None,
+        loss_reduction: str = "mean",
+        check_inputs: bool = True,
         **kwargs,
     ) -> MimirForPreTrainingOutput:
         r"""
@@ -174,13 +184,23 @@ class MimirForPreTraining(ViTMAEForPreTraining):
             Fixes the random mask (argsort of the noise), e.g. to share it with the attack.
         reconstruction_target (`torch.Tensor`, *optional*):
             Overrides the reconstruction target (the attack uses it to reconstruct x′ itself).
+        loss_reduction (`str`, defaults to `"mean"`):
+            `"none"` returns one reconstruction loss per sample (shape `(batch,)`) and skips the MI
+            penalty, which is a batch-level quantity; this is what the pretraining attack maximises.
+            The attack goes through `forward` (rather than calling `vit` and `decoder`) so that
+            Accelerate's autocast and FSDP's unshard hooks, which wrap `forward`, apply to it too.
+        check_inputs (`bool`, defaults to `True`):
+            Check that the pixels lie in [0, 1]. `MimirTrainer` checks each batch once in its
+            collator and passes `False`, because the check waits for the device.
         """
         if pixel_values is None:
             raise ValueError("`pixel_values` (the clean images in [0, 1]) is required.")
-        self._check_inputs("pixel_values", pixel_values, interpolate_pos_encoding)
+        if loss_reduction not in ("mean", "none"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'none', got {loss_reduction!r}.")
+        self._check_inputs("pixel_values", pixel_values, interpolate_pos_encoding, check_inputs)
         encoder_input = pixel_values
         if adversarial_pixel_values is not None:
-            self._check_inputs("adversarial_pixel_values", adversarial_pixel_values, interpolate_pos_encoding)
+            self._check_inputs("adversarial_pixel_values", adversarial_pixel_values, interpolate_pos_encoding, check_inputs)
             if adversarial_pixel_values.shape != pixel_values.shape:
                 raise ValueError(
                     f"`adversarial_pixel_values` has shape {tuple(adversarial_pixel_values.shape)} but "
@@ -199,13 +219,15 @@ class MimirForPreTraining(ViTMAEForPreTraining):
         logits = self.decoder(latent, outputs.ids_restore, interpolate_pos_encoding=interpolate_pos_encoding).logits
 
         target = pixel_values if reconstruction_target is None else reconstruction_target
-        reconstruction_loss = self.reconstruction_loss(target, logits, outputs.mask, bool(interpolate_pos_encoding))
+        reconstruction_loss = self.reconstruction_loss(
+            target, logits, outputs.mask, bool(interpolate_pos_encoding), reduction=loss_reduction
+        )
 
         mi_dropped = torch.zeros((), dtype=torch.bool, device=latent.device)
-        if self.config.mi_weight > 0:
+        if self.config.mi_weight > 0 and loss_reduction == "mean":
             result = self.mi_penalty(latent, encoder_input)
             mi_loss = self.config.mi_weight * result.value
-            mi_dropped = torch.tensor(bool(result.dropped), device=latent.device)
+            mi_dropped = result.dropped
         else:
             mi_loss = torch.zeros((), dtype=reconstruction_loss.dtype, device=latent.device)
 

@@ -4,8 +4,9 @@ Every estimator here sees the same two hazards. First, the MI penalty is compute
 mixed-precision training step, and the quantities involved (a kernel whose entries all sit
 near 1, centred so that only their tiny differences remain, then a nearly singular solve)
 are hopeless in bf16/fp16; so autocast is switched off and the work is done in float64
-(float32 where the device has no float64). Second, a wrong batch (one sample, two batch
-sizes) would still produce a number; it raises instead, saying what to do.
+where the device runs it at a useful rate, float32 elsewhere (`compute_dtype_for`). Second,
+a wrong batch (one sample, two batch sizes) would still produce a number; it raises instead,
+saying what to do.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ __all__ = [
     "centered_gaussian_kernel",
     "check_pair",
     "check_sigma",
+    "COMPUTE_DTYPES",
     "compute_dtype_for",
+    "float64_is_cheap",
     "flatten_batch",
     "gaussian_kernel",
     "no_autocast",
@@ -79,8 +82,35 @@ def check_pair(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return x2, y2
 
 
-def compute_dtype_for(device: torch.device, compute_dtype: torch.dtype | None = None) -> torch.dtype:
-    """Pick float64 unless the device lacks it (MPS), because the centred kernel lives on cancellations."""
+COMPUTE_DTYPES = ("auto", "float64", "float32")
+"""Names a config may give for the MI compute dtype (`mi_compute_dtype`)."""
+
+# CUDA architectures whose float64 throughput is at least half of float32 (P100, V100, A100,
+# H100/H200, B200). Consumer and workstation parts run float64 at 1/32-1/64 of float32.
+_FULL_RATE_FLOAT64_CAPABILITIES = {(6, 0), (7, 0), (8, 0), (9, 0), (10, 0)}
+
+
+def float64_is_cheap(device: torch.device) -> bool:
+    """Whether `device` runs float64 at a useful rate: the CPU and data-centre CUDA GPUs do; MPS lacks it."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda" and torch.cuda.is_available():
+        return tuple(torch.cuda.get_device_capability(device)) in _FULL_RATE_FLOAT64_CAPABILITIES
+    return False
+
+
+def compute_dtype_for(device: torch.device, compute_dtype: torch.dtype | str | None = None) -> torch.dtype:
+    """The dtype the kernels and solves run in.
+
+    `None` or `"auto"`: float64 where it is cheap (`float64_is_cheap`), because the centred kernel
+    lives on cancellations; float32 elsewhere (consumer GPUs, MPS), where the ridge ε m keeps the
+    solve well posed and `benchmarks/mi_precision.py` measures the error against float64.
+    """
+    if isinstance(compute_dtype, str):
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}.")
+        compute_dtype = None if compute_dtype == "auto" else getattr(torch, compute_dtype)
     if compute_dtype is not None:
         if compute_dtype not in (torch.float32, torch.float64):
             raise ValueError(
@@ -88,7 +118,7 @@ def compute_dtype_for(device: torch.device, compute_dtype: torch.dtype | None = 
                 "half precision cannot resolve the centred kernel."
             )
         return compute_dtype
-    return torch.float32 if device.type == "mps" else torch.float64
+    return torch.float64 if float64_is_cheap(device) else torch.float32
 
 
 def result_dtype_for(*tensors: torch.Tensor) -> torch.dtype:

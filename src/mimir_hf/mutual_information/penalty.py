@@ -4,7 +4,8 @@ The reference implementation silently skipped the penalty whenever a matrix inve
 or the value was not finite, so a run could train without its information bottleneck for
 any number of steps and nobody would know. Here a failed batch still yields a zero that is
 attached to the graph (so DistributedDataParallel sees every parameter take part and the
-step proceeds), but it is counted in `num_dropped`, flagged in the result, and logged.
+step proceeds), but it is counted in `num_dropped`, flagged in the result, and logged (by the
+training loop when it logs, so that the check never stalls a GPU's queue).
 Bad arguments (one sample, mismatched batches) are not "failures" of the estimator: they
 raise, because they are a bug in the caller.
 """
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from .hsic import hsic_biased, hsic_normalized_cca
+from .kernels import COMPUTE_DTYPES
 from .renyi import renyi_mutual_information
 
 __all__ = ["ESTIMATORS", "Estimator", "MIPenaltyResult", "MutualInformationPenalty"]
@@ -27,7 +29,7 @@ __all__ = ["ESTIMATORS", "Estimator", "MIPenaltyResult", "MutualInformationPenal
 logger = logging.getLogger(__name__)
 
 Estimator = Callable[..., torch.Tensor]
-"""`(x, y, **hyperparameters) -> scalar`; receives whichever of `sigma`, `epsilon`, `alpha` it declares."""
+"""`(x, y, **hyperparameters) -> scalar`; receives whichever of `sigma`, `epsilon`, `alpha`, `compute_dtype` it declares."""
 
 ESTIMATORS: dict[str, Estimator] = {
     "hsic_cca": hsic_normalized_cca,
@@ -38,10 +40,14 @@ ESTIMATORS: dict[str, Estimator] = {
 
 
 class MIPenaltyResult(NamedTuple):
-    """What one penalty evaluation gave; `dropped` tells the caller the value is a stand-in zero."""
+    """What one penalty evaluation gave; `dropped` tells the caller the value is a stand-in zero.
+
+    `dropped` is a 0-d bool tensor on the latent's device, so that asking whether the batch was
+    dropped is the caller's choice of when to synchronise (`bool(result.dropped)` reads it).
+    """
 
     value: torch.Tensor
-    dropped: bool
+    dropped: torch.Tensor
 
 
 class MutualInformationPenalty:
@@ -51,10 +57,17 @@ class MutualInformationPenalty:
     `value` is always a finite float32 scalar on `latent`'s device, so it can be added to a
     loss computed under autocast without upcasting it to float64.
 
+    A call never waits for the device: a non-finite input or value (a singular solve gives NaN)
+    is detected and replaced on the device, and counted in a device-side counter. Reading
+    `num_dropped` synchronises; a training loop reads it when it logs (`MimirTrainer` warns there
+    when batches were dropped). An estimator that raises `torch.linalg.LinAlgError` (the Rényi
+    one's eigendecomposition can) is dropped and logged at once.
+
     Attributes:
         estimator: the registry name in use.
+        compute_dtype: `"auto"`, `"float64"` or `"float32"` (see `compute_dtype_for`).
         num_calls: evaluations so far.
-        num_dropped: evaluations whose value had to be replaced by zero.
+        num_dropped: evaluations whose value had to be replaced by zero (reading it synchronises).
     """
 
     def __init__(
@@ -63,28 +76,40 @@ class MutualInformationPenalty:
         sigma: float = 5.0,
         epsilon: float = 1e-5,
         alpha: float = 1.01,
+        compute_dtype: str = "auto",
     ) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(
                 f"Unknown mutual-information estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}."
             )
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}.")
         self.estimator = estimator
         self.sigma = sigma
         self.epsilon = epsilon
         self.alpha = alpha
+        self.compute_dtype = compute_dtype
         self.num_calls = 0
-        self.num_dropped = 0
+        self._dropped_on_host = 0
+        self._dropped_on_device: torch.Tensor | None = None
         self._function = ESTIMATORS[estimator]
         self._kwargs = self._hyperparameters_for(self._function)
         self._validate_hyperparameters()
 
-    def _hyperparameters_for(self, function: Estimator) -> dict[str, float]:
+    @property
+    def num_dropped(self) -> int:
+        device_count = 0 if self._dropped_on_device is None else int(self._dropped_on_device)
+        return self._dropped_on_host + device_count
+
+    def _hyperparameters_for(self, function: Estimator) -> dict[str, object]:
         """Pass each estimator only the hyperparameters it declares, so one config drives any of them."""
-        available = {"sigma": self.sigma, "epsilon": self.epsilon, "alpha": self.alpha}
+        available: dict[str, object] = {"sigma": self.sigma, "epsilon": self.epsilon, "alpha": self.alpha}
         try:
             parameters = inspect.signature(function).parameters
         except (TypeError, ValueError):  # builtins without a signature: give them everything
             return available
+        if "compute_dtype" in parameters:
+            available["compute_dtype"] = self.compute_dtype
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
             return available
         return {name: value for name, value in available.items() if name in parameters}
@@ -92,6 +117,8 @@ class MutualInformationPenalty:
     def _validate_hyperparameters(self) -> None:
         """Fail at construction, not at the first training step hours later."""
         for name, value in self._kwargs.items():
+            if name == "compute_dtype":
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
         if "sigma" in self._kwargs and self.sigma <= 0:
@@ -112,12 +139,17 @@ class MutualInformationPenalty:
         """Estimate I(latent; inputs) for one batch (first dimension = samples).
 
         Raises the estimator's `ValueError`/`TypeError` for bad arguments; only numerical
-        failures (a singular solve, a non-convergent eigendecomposition, a non-finite value)
-        become a drop.
+        failures (a singular solve, a non-convergent eigendecomposition, a non-finite input or
+        value) become a drop.
         """
         self.num_calls += 1
+        # A NaN/inf input is swapped for zeros *before* the estimator sees it: masking only the
+        # output would still send 0 · NaN = NaN gradients back through the estimator.
+        finite_inputs = _all_finite(latent) & _all_finite(inputs)
+        safe_latent = _where_finite(finite_inputs, latent)
+        safe_inputs = _where_finite(finite_inputs, inputs)
         try:
-            value = self._function(latent, inputs, **self._kwargs)
+            value = self._function(safe_latent, safe_inputs, **self._kwargs)
         except torch.linalg.LinAlgError as error:
             return self._drop(latent, inputs, f"{type(error).__name__}: {error}")
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
@@ -126,9 +158,12 @@ class MutualInformationPenalty:
                 f"{type(value).__name__}{'' if not isinstance(value, torch.Tensor) else tuple(value.shape)}."
             )
         value = value.reshape(()).to(device=latent.device, dtype=torch.float32)
-        if not bool(torch.isfinite(value.detach())):
-            return self._drop(latent, inputs, f"non-finite value {value.item()}")
-        return MIPenaltyResult(value, False)
+        dropped = ~(finite_inputs.to(latent.device) & torch.isfinite(value.detach()))
+        value = torch.where(dropped, torch.zeros_like(value), value)
+        if self._dropped_on_device is None or self._dropped_on_device.device != latent.device:
+            self._dropped_on_device = torch.zeros((), dtype=torch.int64, device=latent.device)
+        self._dropped_on_device += dropped
+        return MIPenaltyResult(value, dropped)
 
     def _drop(self, latent: torch.Tensor, inputs: torch.Tensor, reason: str) -> MIPenaltyResult:
         """A zero that still reaches `latent` (and `inputs`) in the graph, even when they hold NaN.
@@ -136,7 +171,7 @@ class MutualInformationPenalty:
         `x.sum() * 0` would be NaN for a NaN `x`; the sum of an empty slice is exactly 0 yet is
         still a node of the graph, so backward reaches every parameter with a zero gradient.
         """
-        self.num_dropped += 1
+        self._dropped_on_host += 1
         zero = torch.zeros((), dtype=torch.float32, device=latent.device)
         for tensor in (latent, inputs):
             if isinstance(tensor, torch.Tensor) and tensor.requires_grad:
@@ -149,4 +184,17 @@ class MutualInformationPenalty:
             self.num_dropped,
             self.num_calls,
         )
-        return MIPenaltyResult(zero, True)
+        return MIPenaltyResult(zero, torch.ones((), dtype=torch.bool, device=latent.device))
+
+
+def _all_finite(tensor: torch.Tensor) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        device = tensor.device if isinstance(tensor, torch.Tensor) else None
+        return torch.ones((), dtype=torch.bool, device=device)
+    return torch.isfinite(tensor.detach()).all()
+
+
+def _where_finite(finite: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        return tensor
+    return torch.where(finite.to(tensor.device), tensor, torch.zeros((), dtype=tensor.dtype, device=tensor.device))

@@ -56,7 +56,7 @@ def renyi_mutual_information(
     alpha: float = 1.01,
     sigma: float = 5.0,
     *,
-    compute_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | str | None = None,
 ) -> torch.Tensor:
     """I_α(X; Y) = S_α(A_x) + S_α(A_y) − S_α(A_xy) in bits, with A_xy = A_x ∘ A_y / tr(A_x ∘ A_y).
 
@@ -69,7 +69,8 @@ def renyi_mutual_information(
         x, y: batches with the same number of samples m ≥ 2 (first dimension); each sample is flattened.
         alpha: Rényi order, > 0 and ≠ 1.
         sigma: kernel width, relative to √d of each side (the same kernel as nHSIC).
-        compute_dtype: float64 by default (float32 on MPS); autocast is disabled inside.
+        compute_dtype: as for `hsic_normalized_cca`; autocast is disabled inside. The eigendecomposition
+            checks convergence on the host, so this estimator synchronises a GPU once per call.
 
     Returns:
         A scalar on the inputs' device, float64 for float64 inputs and float32 otherwise.

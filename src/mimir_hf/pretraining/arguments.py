@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
-from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_ESTIMATORS
+from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_COMPUTE_DTYPES, MI_ESTIMATORS
 
 __all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
 
@@ -26,6 +26,7 @@ METHOD_FIELDS = (
     "mi_sigma",
     "mi_epsilon",
     "mi_alpha",
+    "mi_compute_dtype",
     "mask_ratio",
 )
 
@@ -57,6 +58,9 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             Ridge ε_r of the normalised HSIC.
         mi_alpha (`float`, defaults to 1.01):
             α of the Rényi estimator.
+        mi_compute_dtype (`str`, defaults to `"auto"`):
+            Precision of the MI estimate: `"float64"`, `"float32"` or `"auto"` (float64 on the CPU
+            and data-centre GPUs, float32 on GPUs whose float64 is slow).
         mask_ratio (`float`, defaults to 0.75):
             Fraction of patches the MAE hides.
         base_learning_rate (`float` or `None`, defaults to 1.5e-4):
@@ -82,6 +86,13 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
     mi_sigma: float = field(default=5.0, metadata={"help": "Gaussian kernel width σ."})
     mi_epsilon: float = field(default=1e-5, metadata={"help": "Ridge ε_r of the normalised HSIC."})
     mi_alpha: float = field(default=1.01, metadata={"help": "α of the Rényi entropy estimator."})
+    mi_compute_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "MI estimate precision: float64, float32, or auto (float64 on CPU and data-centre GPUs, else float32).",
+            "choices": list(MI_COMPUTE_DTYPES),
+        },
+    )
     mask_ratio: float = field(default=0.75, metadata={"help": "Fraction of patches masked."})
     base_learning_rate: float | None = field(
         default=1.5e-4,
@@ -105,6 +116,14 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
         if self.mi_estimator not in MI_ESTIMATORS:
             raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
+        if self.mi_compute_dtype not in MI_COMPUTE_DTYPES:
+            raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {self.mi_compute_dtype!r}.")
+        if self.fp16 and self.attack_steps > 0:
+            raise ValueError(
+                "fp16 is not supported for MIMIR pretraining: the attack's input gradient is not loss-scaled, so "
+                "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on "
+                "Ampere and newer GPUs, no scaling needed) or full precision."
+            )
         for name in ("attack_epsilon", "attack_step_size", "mi_weight", "mi_epsilon"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -120,5 +139,11 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
 
     def method_config(self) -> dict[str, object]:
-        """The MIMIR fields, as they are written into the model's `MimirConfig`."""
-        return {name: getattr(self, name) for name in METHOD_FIELDS}
+        """The MIMIR fields, as they are written into the model's `MimirConfig`.
+
+        `mi_batch_size` records the per-device micro-batch: the MI penalty is computed on it (not on
+        the global batch), so the same λ means a different penalty at a different per-device batch.
+        """
+        config = {name: getattr(self, name) for name in METHOD_FIELDS}
+        config["mi_batch_size"] = self.per_device_train_batch_size
+        return config

@@ -26,15 +26,24 @@ def mae_attack_objective(
     """Per-sample MAE loss of `model(x′)` against x′ (`target="adversarial"`) or x (`"clean"`).
 
     With `noise=None` each call draws a fresh random mask, as the reference attack does.
+
+    The objective calls the model's own `forward` (with `loss_reduction="none"`, which also skips
+    the MI penalty), never `model.vit` / `model.decoder` directly: whatever wraps `forward`
+    (Accelerate's mixed-precision autocast, FSDP's parameter unsharding, `torch.compile`) then
+    applies to the attack exactly as it does to the training forward. `model` may therefore be a
+    `MimirForPreTraining` or a wrapper whose forward takes the same arguments (FSDP). The batch is
+    not range-checked here: the caller checked it once (the trainer's collator, or `pgd`).
     """
     if target not in ("adversarial", "clean"):
         raise ValueError(f"target must be 'adversarial' or 'clean', got {target!r}.")
 
     def objective(adversarial: torch.Tensor) -> torch.Tensor:
-        vit = model.vit(adversarial, noise=noise)
-        logits = model.decoder(vit.last_hidden_state, vit.ids_restore).logits
-        reference = adversarial if target == "adversarial" else clean
-        return model.reconstruction_loss(reference, logits, vit.mask, reduction="none")
+        if target == "adversarial":
+            inputs = {"pixel_values": adversarial}
+        else:
+            inputs = {"pixel_values": clean, "adversarial_pixel_values": adversarial}
+        outputs = model(**inputs, noise=noise, loss_reduction="none", check_inputs=False)
+        return outputs.reconstruction_loss
 
     return objective
 
@@ -50,11 +59,15 @@ def craft_adversarial_pixels(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     freeze_parameters: bool = True,
+    check_inputs: bool = True,
 ) -> torch.Tensor:
     """x′ for one pretraining batch (x′ = x when `steps == 0`: plain MAE pretraining).
 
-    `model` must be the *unwrapped* module: the attack only needs input gradients, and running it
-    through a DDP wrapper would arm gradient-synchronisation hooks for a backward that never comes.
+    `model` is the module whose `forward` runs the attack: the unwrapped module under DDP (the
+    attack only needs input gradients, and a DDP wrapper would arm gradient-synchronisation hooks
+    for a backward that never comes), the FSDP-wrapped module under FSDP (only its forward
+    gathers the sharded parameters; pass `freeze_parameters=False` there). `check_inputs=False`
+    skips the [0, 1] check of `pixel_values` for callers that checked the batch already.
     """
     if steps == 0:
         return pixel_values
@@ -68,4 +81,5 @@ def craft_adversarial_pixels(
         model=model,
         generator=generator,
         freeze_parameters=freeze_parameters,
+        check_inputs=check_inputs,
     )

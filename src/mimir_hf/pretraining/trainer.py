@@ -4,25 +4,32 @@ Everything else — distributed training, mixed precision, accumulation, checkpo
 resuming, logging integrations — is the stock `Trainer`'s; we only override what MIMIR changes:
 the loss (attack, then clean-target reconstruction + MI penalty), which parameters get weight
 decay, and logging of the loss parts.
+
+A training step never waits for the device: batches are range-checked once in the collator
+(`CheckedCollator`), the attack and the training forward skip that check, the MI penalty flags
+a failed batch on the device, and the loss parts are summed into device tensors that only
+`log()` reads back.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
 from torch import nn
 from transformers import Trainer
+from transformers.utils import logging
 
 from ..modeling import MimirForPreTraining
-from ..training import ConvertedCheckpointMixin
+from ..training import CheckedCollator, ConvertedCheckpointMixin
 from ..training.sampling import MixedSamplingMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
 
 __all__ = ["MimirTrainer"]
+
+logger = logging.get_logger(__name__)
 
 # Metrics summed (counts) rather than averaged over a logging interval.
 _SUMMED_METRICS = {"mi_dropped_batches"}
@@ -50,15 +57,29 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         for name, value in args.method_config().items():
             setattr(model.config, name, value)
         super().__init__(model=model, args=args, **kwargs)
+        logger.info(args.learning_rate_rule())
         # MimirForPreTraining.forward takes **kwargs, which would make the Trainer believe the model
         # normalises the loss for gradient accumulation itself; it does not.
         self.model_accepts_loss_kwargs = False
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.data_collator = CheckedCollator(self.data_collator, num_channels=model.config.num_channels)
+        # name -> [running sum on the device, number of values]; read (synchronised) only in log()
+        self._metrics: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
+
+    def _record(self, mode: str, name: str, value: torch.Tensor) -> None:
+        entry = self._metrics[mode].get(name)
+        value = value.detach().float()
+        if entry is None:
+            self._metrics[mode][name] = [value.clone(), 1]
+        else:
+            entry[0] += value
+            entry[1] += 1
 
     # ------------------------------------------------------------------ loss
-    def _attack_model(self, model: nn.Module) -> MimirForPreTraining:
-        # FSDP shards parameters, so only the wrapped module can run a forward; elsewhere the
-        # unwrapped one avoids arming DDP's gradient hooks for the input-only backward.
+    def _attack_model(self, model: nn.Module) -> nn.Module:
+        # The attack calls this module's forward. FSDP shards parameters, so only the wrapped
+        # module's forward gathers them; elsewhere the unwrapped one avoids arming DDP's gradient
+        # hooks for the input-only backward. Either way Accelerate's autocast, which wraps the
+        # inner module's forward, applies: the attack runs in the run's precision.
         if self.accelerator.distributed_type == DistributedType.FSDP:
             return model
         return self.accelerator.unwrap_model(model)
@@ -85,28 +106,27 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
             target=args.attack_target,
             noise=noise,
             freeze_parameters=self.accelerator.distributed_type != DistributedType.FSDP,
+            check_inputs=False,
         )
-        outputs = model(pixel_values=pixel_values, adversarial_pixel_values=adversarial, noise=noise)
+        outputs = model(pixel_values=pixel_values, adversarial_pixel_values=adversarial, noise=noise, check_inputs=False)
 
         mode = "train" if model.training else "eval"
-        metrics = self._metrics[mode]
-        metrics["reconstruction_loss"].append(outputs.reconstruction_loss.detach().float().item())
-        metrics["mi_loss"].append(outputs.mi_loss.detach().float().item())
-        metrics["mi_dropped_batches"].append(float(outputs.mi_dropped.item()))
+        self._record(mode, "reconstruction_loss", outputs.reconstruction_loss)
+        self._record(mode, "mi_loss", outputs.mi_loss)
+        self._record(mode, "mi_dropped_batches", outputs.mi_dropped)
         if args.log_attack_gain and mode == "train":
             with torch.no_grad():
-                clean = model(pixel_values=pixel_values, noise=noise)
-            metrics["attack_gain"].append((outputs.reconstruction_loss - clean.reconstruction_loss).float().item())
+                clean = model(pixel_values=pixel_values, noise=noise, check_inputs=False)
+            self._record(mode, "attack_gain", outputs.reconstruction_loss - clean.reconstruction_loss)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation loss: clean reconstruction (+ MI penalty) with a random mask; no attack (it needs gradients)."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            outputs = model(pixel_values=inputs["pixel_values"])
-        metrics = self._metrics["eval"]
-        metrics["reconstruction_loss"].append(outputs.reconstruction_loss.float().item())
-        metrics["mi_loss"].append(outputs.mi_loss.float().item())
+            outputs = model(pixel_values=inputs["pixel_values"], check_inputs=False)
+        self._record("eval", "reconstruction_loss", outputs.reconstruction_loss)
+        self._record("eval", "mi_loss", outputs.mi_loss)
         return outputs.loss.detach(), None, None
 
     # ------------------------------------------------------------------ logging
@@ -116,11 +136,9 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         collected = self._metrics[mode]
         if collected:
             names = sorted(collected)
-            local = torch.tensor(
-                [sum(collected[n]) if n in _SUMMED_METRICS else sum(collected[n]) / max(len(collected[n]), 1) for n in names],
-                dtype=torch.float64,
-                device=self.args.device,
-            )
+            local = torch.stack(
+                [collected[n][0] if n in _SUMMED_METRICS else collected[n][0] / collected[n][1] for n in names]
+            ).to(device=self.args.device, dtype=torch.float64 if self.args.device.type != "mps" else torch.float32)
             if self.accelerator.num_processes > 1:
                 total = self.accelerator.reduce(local, reduction="sum")
                 averaged = [
@@ -130,5 +148,12 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 averaged = local.tolist()
             prefix = "eval_" if mode == "eval" else ""
             logs.update({f"{prefix}{name}": value for name, value in zip(names, averaged)})
+            dropped = logs.get(f"{prefix}mi_dropped_batches", 0)
+            if dropped:
+                logger.warning(
+                    "The mutual-information penalty was dropped (non-finite or singular estimate, replaced by 0) "
+                    "on %d batch(es) since the last log.",
+                    int(dropped),
+                )
             collected.clear()
         super().log(logs, start_time)

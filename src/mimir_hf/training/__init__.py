@@ -1,17 +1,20 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
+from .batches import CheckedCollator, check_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
 from .runs import finish_distributed, resolve_resume
 
 __all__ = [
+    "CheckedCollator",
     "ConvertedCheckpointMixin",
-    "EMA_FILE",
     "DEFAULT_LEARNING_RATE",
+    "EMA_FILE",
     "ScaledLearningRateArguments",
     "WeightEMA",
     "WeightEMACallback",
+    "check_labels",
     "finish_distributed",
     "load_checkpoint_weights",
     "resolve_resume",
