@@ -21,11 +21,8 @@ HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_referenc
 
 
 @pytest.fixture(scope="module")
-def harness():
-    spec = importlib.util.spec_from_file_location("compare_reference", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def harness(load_benchmark):
+    return load_benchmark("compare_reference")
 
 
 def test_reference_is_required_unless_ours_only(harness, capsys):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_levers.py"
 
 
 @pytest.fixture(scope="module")
-def levers():
-    spec = importlib.util.spec_from_file_location("step_levers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def levers(load_benchmark):
+    return load_benchmark("step_levers")
 
 
 def test_bad_arguments_are_refused(levers):
