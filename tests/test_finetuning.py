@@ -170,7 +170,7 @@ def test_conversion_errors(tmp_path):
         mae_to_classifier(tiny_mae(), num_labels=2, image_size=18)
     with pytest.raises(ValueError, match="do not match"):
         mae_to_classifier(tiny_mae(), num_labels=4, id2label={0: "a", 1: "b", 2: "c"})
-    with pytest.raises(FileNotFoundError, match="accelerate launch recipes/pretrain.py"):
+    with pytest.raises(FileNotFoundError, match="single_process.yaml recipes/pretrain.py"):
         build_classifier(ModelArguments(model_name_or_path=str(tmp_path / "outputs/quickstart-pretrain")), num_labels=2)
 
 

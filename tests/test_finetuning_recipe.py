@@ -64,7 +64,7 @@ def test_comparison_configs_differ_only_in_starting_weights():
 
 def test_missing_pretraining_output_is_a_clear_error(tmp_path):
     recipe = load_recipe()
-    with pytest.raises(FileNotFoundError, match="accelerate launch recipes/pretrain.py"):
+    with pytest.raises(FileNotFoundError, match="single_process.yaml recipes/pretrain.py"):
         recipe.main(["--model_name_or_path", str(tmp_path / "outputs" / "quickstart-pretrain"), "--output_dir", str(tmp_path / "out")])
 
 

@@ -11,13 +11,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from ._versions import check_transformers_version  # noqa: E402
 
 check_transformers_version()
 
+# `from mimir_hf import MimirTrainer`, as `from trl import DPOTrainer`: the public names of each stage,
+# imported on first use.
 _LAZY = {
+    "AdversarialTrainer": "mimir_hf.finetuning",
+    "AdversarialTrainingArguments": "mimir_hf.finetuning",
+    "DataArguments": "mimir_hf.data",
+    "EvaluationArguments": "mimir_hf.evaluation",
+    "MimirTrainer": "mimir_hf.pretraining",
+    "MimirTrainingArguments": "mimir_hf.pretraining",
+    "compare_evaluations": "mimir_hf.evaluation",
+    "evaluate_robustness": "mimir_hf.evaluation",
+    "mae_to_classifier": "mimir_hf.finetuning",
+    "publish_checkpoint": "mimir_hf.hub",
     "MimirConfig": "mimir_hf.modeling",
     "MimirForPreTraining": "mimir_hf.modeling",
     "MimirForPreTrainingOutput": "mimir_hf.modeling",
@@ -27,7 +39,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .attacks import pgd
+    from .data import DataArguments
+    from .evaluation import EvaluationArguments, compare_evaluations, evaluate_robustness
+    from .finetuning import AdversarialTrainer, AdversarialTrainingArguments, mae_to_classifier
+    from .hub import publish_checkpoint
     from .modeling import MimirConfig, MimirForPreTraining, MimirForPreTrainingOutput, mimir_config
+    from .pretraining import MimirTrainer, MimirTrainingArguments
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import enum
 import logging
 import os
 import re
@@ -28,6 +27,8 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
 __all__ = [
     "DEBUG_ENV",
@@ -300,37 +301,3 @@ def run_recipe(
         print(f"{prefix}error: {message} (run with --debug for the traceback)", file=sys.stderr, flush=True)
         return USER_ERROR_EXIT_CODE
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
-
-
-def _plain(value: Any) -> Any:
-    """YAML-safe form of a dataclass value (enums by value, paths and other objects as strings)."""
-    if isinstance(value, enum.Enum):  # before str: transformers' enums are str subclasses
-        return value.value
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)
-
-
-def recipe_config_dict(*instances: Any) -> dict[str, Any]:
-    """One flat mapping of every init field of the given dataclass instances (secrets left out)."""
-    values: dict[str, Any] = {}
-    for instance in instances:
-        for f in dataclasses.fields(instance):
-            if not f.init or "token" in f.name:
-                continue
-            values[f.name] = _plain(getattr(instance, f.name))
-    return values
-
-
-def save_recipe_config(output_dir: str | Path, *instances: Any, filename: str = "recipe_config.yaml") -> Path:
-    """Write the arguments a run used, in a form `--config` reads back, so every output says how it was made."""
-    path = Path(output_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe_config_dict(*instances), sort_keys=False), encoding="utf-8")
-    return path

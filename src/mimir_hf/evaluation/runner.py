@@ -233,7 +233,7 @@ def _check_labels(wrapper: LogitsModel, labels: torch.Tensor, num_classes: int, 
 def _versions() -> dict[str, str]:
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "mimir_hf": __version__,

@@ -13,7 +13,7 @@ from ..modeling.presets import encoder_kwargs
 from .arguments import ModelArguments
 from .conversion import mae_to_classifier, random_mae_encoder
 
-__all__ = ["build_classifier", "scratch_encoder_kwargs"]
+__all__ = ["QUICKSTART_HINT", "build_classifier", "check_checkpoint_exists", "scratch_encoder_kwargs"]
 
 
 def scratch_encoder_kwargs(model_args: ModelArguments, image_size: int) -> dict[str, Any]:
@@ -52,11 +52,8 @@ def build_classifier(
         if image_size is None:
             raise ValueError("Training from scratch needs an image_size (set it in the data arguments).")
         source = random_mae_encoder(ViTMAEConfig(**scratch_encoder_kwargs(model_args, image_size)))
-    elif _looks_local(source) and not os.path.isdir(source):
-        hint = ""
-        if "quickstart-pretrain" in source:
-            hint = " Run the pretraining quickstart first: `accelerate launch recipes/pretrain.py`."
-        raise FileNotFoundError(f"Pretrained checkpoint {source!r} does not exist.{hint}")
+    else:
+        check_checkpoint_exists(source)
     return mae_to_classifier(
         source,
         num_labels=num_labels,
@@ -67,6 +64,22 @@ def build_classifier(
         head_init_std=model_args.head_init_std,
         generator=generator,
     )
+
+
+QUICKSTART_HINT = (
+    "Run the pretraining quickstart first: `accelerate launch -q --config_file "
+    "recipes/accelerate_configs/single_process.yaml recipes/pretrain.py`."
+)
+
+
+def check_checkpoint_exists(source: str) -> None:
+    """A `FileNotFoundError` (with the quickstart hint where it applies) for a local path that is not there.
+
+    Hub ids (`org/name`) are left to `from_pretrained`, which says whether they exist.
+    """
+    if _looks_local(source) and not os.path.isdir(source):
+        hint = f" {QUICKSTART_HINT}" if "quickstart-pretrain" in source else ""
+        raise FileNotFoundError(f"Pretrained checkpoint {source!r} does not exist.{hint}")
 
 
 def _looks_local(source: str) -> bool:

@@ -25,19 +25,16 @@ from ..data import (
     train_transform,
     with_transform,
 )
-from ..cli import save_recipe_config
+from ..training.runs import save_recipe_config
 from ..data.mixing import mix_generated_data
 from ..training import resolve_resume
 from .arguments import AdversarialTrainingArguments, ModelArguments
-from .model import _looks_local, build_classifier
+from .model import build_classifier, check_checkpoint_exists
 from .trainer import AdversarialTrainer
 
 __all__ = ["label_names_for", "run_finetuning"]
 
 logger = logging.getLogger(__name__)
-
-_QUICKSTART_HINT = "Run the pretraining quickstart first: `accelerate launch recipes/pretrain.py`."
-
 
 def _label_values(dataset) -> torch.Tensor:
     return torch.as_tensor(dataset["label"], dtype=torch.int64)
@@ -69,9 +66,7 @@ def _source_image_size(model_args: ModelArguments) -> int | None:
     if model_args.from_scratch:
         return None
     source = model_args.model_name_or_path
-    if _looks_local(source) and not Path(source).is_dir():
-        hint = f" {_QUICKSTART_HINT}" if "quickstart-pretrain" in source else ""
-        raise FileNotFoundError(f"Pretrained checkpoint {source!r} does not exist.{hint}")
+    check_checkpoint_exists(source)
     config = AutoConfig.from_pretrained(source)
     size = getattr(config, "image_size", None)
     return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None

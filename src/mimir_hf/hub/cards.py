@@ -318,7 +318,7 @@ _STAGE_ONE_KEYS = ("mask_ratio", "norm_pix_loss")
 
 def _recipe_defaults(kind: str) -> dict[str, Any] | None:
     """Every option's default as `recipe_config.yaml` would record it; None if the arguments cannot be built."""
-    from ..cli import recipe_config_dict
+    from ..training.runs import recipe_config_dict
 
     try:
         instances = [getattr(importlib.import_module(module), name)() for module, name in _RECIPE_ARGUMENTS[kind]]
@@ -393,7 +393,7 @@ def build_model_card(
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    import mimir_hf
+    from .._version import __version__
 
     folder = Path(folder)
     if kind not in PIPELINE_TAGS:
@@ -447,7 +447,7 @@ def build_model_card(
         "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
         "stage_one_settings": _dump_yaml(settings) if (settings := _stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,
-        "mimir_hf_version": mimir_hf.__version__,
+        "mimir_hf_version": __version__,
         "dataset": dataset_source,
     }
     if kind == "pretraining":

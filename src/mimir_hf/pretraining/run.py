@@ -15,7 +15,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from ..cli import save_recipe_config
+from ..training.runs import save_recipe_config
 from ..data.mixing import mix_generated_data
 from ..data import DataArguments, collate_images, eval_transform, make_image_processor, train_transform, with_transform
 from ..modeling import MimirForPreTraining, mimir_config

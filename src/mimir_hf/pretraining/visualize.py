@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..attacks import preserve_mode
 from ..modeling import MimirForPreTraining
 from .attack import craft_adversarial_pixels
 
@@ -48,9 +49,7 @@ def reconstruction_panels(
     """The four image batches of the grid, using the model's configured pretraining attack."""
     config = model.config
     generator = torch.Generator(device=pixel_values.device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    with preserve_mode(model, "eval"):  # restores every submodule's own flag afterwards
         adversarial = craft_adversarial_pixels(
             model,
             pixel_values,
@@ -63,8 +62,6 @@ def reconstruction_panels(
         num_patches = model.vit.embeddings.patch_embeddings.num_patches
         noise = torch.rand(pixel_values.shape[0], num_patches, generator=generator, device=pixel_values.device)
         masked, reconstruction = _reconstruct(model, pixel_values, adversarial, noise)
-    finally:
-        model.train(was_training)
     return dict(zip(COLUMNS, (pixel_values, adversarial, masked, reconstruction)))
 
 
