@@ -102,9 +102,7 @@ def test_built_from_config_carries_mae_initialisation():
     weight = model.vit.layers[0].mlp.fc1.weight
     bound = (6 / sum(weight.shape)) ** 0.5  # xavier-uniform
     assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.8 * bound
-    # the stock class built from the same config shows the trap this guards against
-    stock = ViTMAEForPreTraining(ViTMAEConfig(**TINY, image_size=32, patch_size=4))
-    assert stock.vit.embeddings.position_embeddings.abs().sum() == 0
+    # whether the stock class still needs this: tests/test_transformers_canaries.py (strict xfail)
 
 
 def test_from_pretrained_keeps_loaded_weights(tmp_path):
