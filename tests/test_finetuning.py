@@ -33,7 +33,6 @@ from mimir_hf.finetuning import (
     reset_mae_embeddings,
     trades_loss,
 )
-from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
 
 TINY = dict(
     hidden_size=32,

@@ -47,6 +47,8 @@ from transformers import (
     ViTModel,
 )
 
+from ..modeling import init_mae_embeddings
+
 __all__ = [
     "HEAD_INIT_STD_LARGE",
     "HEAD_INIT_STD_SMALL",
@@ -460,14 +462,12 @@ def random_mae_encoder(config: ViTMAEConfig | ViTConfig | Mapping[str, Any]) -> 
     return encoder
 
 
-@torch.no_grad()
 def reset_mae_embeddings(encoder: ViTMAEModel) -> None:
-    """Run ViTMAE's own embedding init (sin-cos table, xavier patch projection, CLS token).
+    """Re-run MAE's embedding init (sin-cos table, xavier patch projection, CLS token) on a stock encoder.
 
     transformers 5.x initialises children before parents and flags the patch projection as
     initialised, after which `ViTMAEEmbeddings.initialize_weights` returns early: a ViTMAE built from
-    a config has an all-zero position table and CLS token. Clearing the flag re-runs the stock init.
+    a config has an all-zero position table and CLS token. `init_mae_embeddings` is the one home of
+    that init; here it overwrites whatever is there.
     """
-    embeddings = encoder.embeddings
-    embeddings.patch_embeddings.projection._is_hf_initialized = False
-    embeddings.initialize_weights()
+    init_mae_embeddings(encoder.embeddings, encoder.config.initializer_range, keep_loaded=False)

@@ -29,7 +29,7 @@ from transformers.utils import logging
 from ..validation import check_image_size, check_pixel_values
 from .configuration_mimir import MimirConfig
 
-__all__ = ["MimirForPreTraining", "MimirForPreTrainingOutput"]
+__all__ = ["MimirForPreTraining", "MimirForPreTrainingOutput", "init_mae_embeddings"]
 
 logger = logging.get_logger(__name__)
 
@@ -61,6 +61,30 @@ def _sincos_position_embedding(num_patches: int, dim: int) -> torch.Tensor:
     table = build_2d_sinusoidal_position_embedding(grid, grid, embed_dim=dim, cls_token=True)
     half = dim // 2
     return torch.cat([table[..., half:], table[..., :half]], dim=-1).unsqueeze(0)
+
+
+@torch.no_grad()
+def init_mae_embeddings(embeddings: ViTMAEEmbeddings, initializer_range: float, *, keep_loaded: bool = True) -> None:
+    """MAE's embedding init: the fixed 2-D sin-cos table, a xavier-uniform patch projection (as a
+    matrix, as MAE initialises it) and an N(0, `initializer_range`) CLS token.
+
+    The one place that knows the init, used by `MimirForPreTraining` (on construction and for what a
+    checkpoint did not hold) and by `mimir_hf.finetuning.reset_mae_embeddings` (for stock encoders,
+    whose own init transformers 5.x skips). `keep_loaded` leaves alone the tensors transformers flagged
+    `_is_hf_initialized` (loaded from a checkpoint; a private flag, see tests/test_transformers_canaries.py).
+    """
+
+    def fresh(tensor: torch.Tensor) -> bool:
+        return not (keep_loaded and getattr(tensor, "_is_hf_initialized", False))
+
+    table = embeddings.position_embeddings
+    if fresh(table):
+        table.copy_(_sincos_position_embedding(embeddings.patch_embeddings.num_patches, table.shape[-1]))
+    weight = embeddings.patch_embeddings.projection.weight
+    if fresh(weight):  # through a view: the flag lives on the parameter, not on the view
+        torch.nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+    if fresh(embeddings.cls_token):
+        torch.nn.init.normal_(embeddings.cls_token, std=initializer_range)
 
 
 class MimirForPreTraining(ViTMAEForPreTraining):
@@ -96,15 +120,7 @@ class MimirForPreTraining(ViTMAEForPreTraining):
                 init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     init.zeros_(module.bias)
-        embeddings: ViTMAEEmbeddings = self.vit.embeddings
-        init.copy_(
-            embeddings.position_embeddings,
-            _sincos_position_embedding(embeddings.patch_embeddings.num_patches, embeddings.position_embeddings.shape[-1]),
-        )
-        weight = embeddings.patch_embeddings.projection.weight
-        if not getattr(weight, "_is_hf_initialized", False):  # a view would lose the flag
-            torch.nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
-        init.normal_(embeddings.cls_token, std=self.config.initializer_range)
+        init_mae_embeddings(self.vit.embeddings, self.config.initializer_range)
         decoder = self.decoder
         init.copy_(
             decoder.decoder_pos_embed,
