@@ -17,6 +17,7 @@ from transformers import (
     ViTMAEForPreTraining,
 )
 
+from mimir_hf.attacks import cross_entropy_objective, pgd
 from mimir_hf.finetuning import (
     AdversarialTrainer,
     AdversarialTrainingArguments,
@@ -204,6 +205,28 @@ def test_losses():
     assert torch.isfinite(value) and logits.grad is not None
 
 
+def test_mart_loss_is_its_formula_on_a_hand_made_case():
+    """MART (Wang et al., 2020) on two samples, three classes, written out term by term."""
+    clean = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]])
+    adversarial = torch.tensor([[1.0, 1.5, -0.5], [0.0, 2.0, 0.5]])
+    labels = torch.tensor([0, 2])
+    beta = 6.0
+
+    def softmax(row):
+        exps = [math.exp(v) for v in row]
+        return [e / sum(exps) for e in exps]
+
+    total_bce = total_kl = 0.0
+    for c_row, a_row, y in zip(clean.tolist(), adversarial.tolist(), labels.tolist()):
+        p_clean, p_adv = softmax(c_row), softmax(a_row)
+        strongest_wrong = max((k for k in range(3) if k != y), key=lambda k: p_adv[k])
+        total_bce += -math.log(p_adv[y]) - math.log(1 - p_adv[strongest_wrong])
+        kl = sum(pc * math.log(pc / pa) for pc, pa in zip(p_clean, p_adv))
+        total_kl += kl * (1 - p_clean[y])
+    expected = total_bce / 2 + beta * total_kl / 2
+    assert mart_loss(clean, adversarial, labels, beta=beta).item() == pytest.approx(expected, rel=1e-5)
+
+
 def _reference_layer_id(name: str, num_layers: int) -> int:
     """The reference's `get_layer_id_for_vit` (BEiT's rule), restated on timm-style names."""
     if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
@@ -305,13 +328,27 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, method):
     assert torch.allclose(delta_full, delta_accumulated, atol=1e-5, rtol=1e-3)
 
 
-def test_training_logs_accuracies_and_base_lr(tmp_path):
+def test_training_logs_the_accuracies_of_the_batches_it_trained_on(tmp_path):
     args = training_args(tmp_path, base_learning_rate=0.05, per_device_train_batch_size=8, gradient_accumulation_steps=2)
-    trainer = AdversarialTrainer(model=tiny_classifier(), args=args, train_dataset=tensor_dataset(16))
     assert math.isclose(args.learning_rate, 0.05 * 16 / 256)
+    # a frozen model (lr 0), a deterministic PGD-1 from x: the logged accuracies can be recomputed exactly
+    data = tensor_dataset(16)
+    model = tiny_classifier().eval()
+    args = training_args(tmp_path, learning_rate=0.0, weight_decay=0.0, per_device_train_batch_size=16, max_steps=1,
+                         attack_steps=1, attack_random_start=False, attack_epsilon=0.5, attack_step_size=0.5)
+    pixels, labels = data[:]["pixel_values"], data[:]["labels"]
+    with torch.no_grad():
+        clean = (model(pixel_values=pixels).logits.argmax(-1) == labels).float().mean().item()
+    objective = cross_entropy_objective(lambda x: model(pixel_values=x).logits, labels)
+    adversarial = pgd(objective, pixels, epsilon=args.attack_epsilon, step_size=args.attack_step_size, steps=1, random_start=False)
+    with torch.no_grad():
+        robust = (model(pixel_values=adversarial).logits.argmax(-1) == labels).float().mean().item()
+    assert robust < clean  # the check below can tell the two apart
+    trainer = AdversarialTrainer(model=model, args=args, train_dataset=data)
     trainer.train()
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    assert logs and all(0 <= entry["clean_accuracy"] <= 1 and 0 <= entry["adversarial_accuracy"] <= 1 for entry in logs)
+    (log,) = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert log["clean_accuracy"] == pytest.approx(clean, abs=1e-4)
+    assert log["adversarial_accuracy"] == pytest.approx(robust, abs=1e-4)
 
 
 @pytest.mark.parametrize("method", ["trades", "mart"])
@@ -331,7 +368,7 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_robust_validation_and_best_model(tmp_path):
+def test_robust_validation_and_best_model(tmp_path, monkeypatch):
     data = tensor_dataset(16)
     args = training_args(
         tmp_path,
@@ -345,18 +382,31 @@ def test_robust_validation_and_best_model(tmp_path):
         eval_attack_epsilon=16 / 255,
     )
     trainer = AdversarialTrainer(model=tiny_classifier(), args=args, train_dataset=data, eval_dataset=data)
+    # the real robust validation runs; a scripted score on top makes epoch 2 the best, so best != last
+    real_loop = AdversarialTrainer.evaluation_loop
+    scripted = iter([0.2, 0.9, 0.1])
+    measured = []
+
+    def loop(self, *a, **k):
+        output = real_loop(self, *a, **k)
+        measured.append(dict(output.metrics))
+        output.metrics["eval_robust_accuracy"] = next(scripted)  # three evaluations: one per epoch
+        return output
+
+    monkeypatch.setattr(AdversarialTrainer, "evaluation_loop", loop)
     trainer.train()
     evals = [entry for entry in trainer.state.log_history if "eval_robust_accuracy" in entry]
-    assert len(evals) == 3
-    for entry in evals:
-        assert 0 <= entry["eval_robust_accuracy"] <= entry["eval_accuracy"] <= 1
-    assert trainer.state.best_metric == max(entry["eval_robust_accuracy"] for entry in evals)
-    best = next(entry for entry in evals if entry["eval_robust_accuracy"] == trainer.state.best_metric)
-    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}")
-    # the weights now in the trainer are the best checkpoint's: same (seeded) evaluation as back then
-    again = trainer.evaluate()
-    assert math.isclose(again["eval_loss"], best["eval_loss"], rel_tol=1e-5)
-    assert again["eval_robust_accuracy"] == best["eval_robust_accuracy"]
+    assert [entry["eval_robust_accuracy"] for entry in evals] == [0.2, 0.9, 0.1]
+    for entry in measured:
+        assert 0 <= entry["eval_robust_accuracy"] <= entry["eval_accuracy"] <= 1  # PGD never helps
+    best, last = evals[1], evals[2]
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best['step']}") and best["step"] != last["step"]
+    # the weights now in the trainer are the best checkpoint's, not the last epoch's
+    saved_best = type(trainer.model).from_pretrained(trainer.state.best_model_checkpoint).state_dict()
+    saved_last = type(trainer.model).from_pretrained(str(tmp_path / "run" / f"checkpoint-{last['step']}")).state_dict()
+    current = trainer.model.state_dict()
+    assert all(torch.equal(current[key], saved_best[key]) for key in saved_best)
+    assert not all(torch.equal(current[key], saved_last[key]) for key in saved_last)
 
 
 # ---------------------------------------------------------------- faithful to the reference

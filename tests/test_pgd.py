@@ -107,11 +107,14 @@ def test_works_under_no_grad_and_autocast():
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 3))
     x = torch.rand(4, 3, 4, 4)
     labels = torch.tensor([0, 1, 2, 0])
+    objective = cross_entropy_objective(model, labels)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        adversarial = pgd(cross_entropy_objective(model, labels), x, epsilon=8 / 255, step_size=2 / 255, steps=2)
+        adversarial = pgd(objective, x, epsilon=8 / 255, step_size=2 / 255, steps=2, random_start=False)
     assert adversarial.dtype == torch.float32
-    assert not torch.equal(adversarial, x)
     assert ((adversarial - x).abs() <= 8 / 255 + 1e-7).all()
+    # the gradient steps did the work (no random start to move the input): the loss went up
+    with torch.no_grad():
+        assert (objective(adversarial) > objective(x)).all()
 
 
 def test_objective_independent_of_input_gives_random_start_only():
