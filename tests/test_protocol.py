@@ -180,3 +180,44 @@ def test_the_paper_grade_evaluation_uses_the_whole_test_set():
     assert {"clean", "pgd-20", "autoattack"} <= set(eval_args.attacks) and eval_args.autoattack_version == "standard"
     subset, subset_data = parse_recipe_args((EvaluationArguments, DataArguments), argv=["--config", str(config), "--max_eval_samples", "1000"])
     assert subset_data.max_eval_samples == 1000  # the documented override
+
+
+# ---------------------------------------------------------------- run plumbing
+
+
+def test_resume_last_picks_the_newest_checkpoint_or_starts_afresh(tmp_path, caplog):
+    from transformers import TrainingArguments
+
+    from mimir_hf.training import resolve_resume
+
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), resume_from_checkpoint="last", use_cpu=True, report_to="none")
+    with caplog.at_level(logging.WARNING, logger="mimir_hf.training.runs"):
+        assert resolve_resume(args) is None  # no folder yet: afresh, and said
+    assert "starting afresh" in caplog.text
+    for step in (5, 20, 10):
+        (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
+    assert resolve_resume(args) == str(tmp_path / "run" / "checkpoint-20")  # by step number, not by name order
+    args.resume_from_checkpoint = str(tmp_path / "run" / "checkpoint-5")
+    assert resolve_resume(args) == str(tmp_path / "run" / "checkpoint-5")  # an explicit path is kept
+
+
+@pytest.mark.parametrize("trainer_name", ["MimirTrainer", "AdversarialTrainer"])
+def test_trainer_push_to_hub_is_refused_with_the_way_to_publish(tmp_path, trainer_name):
+    import mimir_hf
+
+    trainer_class = getattr(mimir_hf, trainer_name)
+    args_class = MimirTrainingArguments if trainer_name == "MimirTrainer" else AdversarialTrainingArguments
+    args = args_class(output_dir=str(tmp_path), use_cpu=True, report_to="none", push_to_hub=True, hub_model_id="org/x")
+    model = (
+        MimirForPreTraining(mimir_config("vit-t", 16, patch_size=4, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                         decoder_num_attention_heads=2, decoder_intermediate_size=32))
+        if trainer_name == "MimirTrainer"
+        else build_tiny_checkpoints(tmp_path / "ckpt")["classifier"]
+    )
+    if isinstance(model, Path):
+        from transformers import AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(model)
+    with pytest.raises(ValueError, match="recipes/publish.py"):
+        trainer_class(model=model, args=args)

@@ -30,7 +30,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
-from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels
+from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_trainer_push
 from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
@@ -70,6 +70,7 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on Ampere "
                 "and newer GPUs, no scaling needed) or full precision."
             )
+        refuse_trainer_push(args)
         super().__init__(model=model, args=args, **kwargs)
         config = getattr(self.model, "config", None)
         self.data_collator = CheckedCollator(

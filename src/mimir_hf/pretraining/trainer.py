@@ -22,7 +22,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..modeling import MimirForPreTraining
-from ..training import CheckedCollator, ConvertedCheckpointMixin
+from ..training import CheckedCollator, ConvertedCheckpointMixin, refuse_trainer_push
 from ..training.sampling import MixedSamplingMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
@@ -56,6 +56,7 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
             )
         for name, value in args.method_config().items():
             setattr(model.config, name, value)
+        refuse_trainer_push(args)
         super().__init__(model=model, args=args, **kwargs)
         logger.info(args.learning_rate_rule())
         # MimirForPreTraining.forward takes **kwargs, which would make the Trainer believe the model

@@ -4,7 +4,7 @@ from .batches import CheckedCollator, check_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
-from .runs import finish_distributed, resolve_resume
+from .runs import finish_distributed, refuse_trainer_push, resolve_resume
 
 __all__ = [
     "CheckedCollator",
@@ -17,6 +17,7 @@ __all__ = [
     "check_labels",
     "finish_distributed",
     "load_checkpoint_weights",
+    "refuse_trainer_push",
     "resolve_resume",
     "scaled_learning_rate",
 ]

@@ -14,7 +14,7 @@ import yaml
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-__all__ = ["finish_distributed", "recipe_config_dict", "resolve_resume", "save_recipe_config"]
+__all__ = ["finish_distributed", "recipe_config_dict", "refuse_trainer_push", "resolve_resume", "save_recipe_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,18 @@ def resolve_resume(training_args: TrainingArguments) -> str | bool | None:
     if last is None:
         logger.warning("resume_from_checkpoint=%s but %s holds no checkpoint: starting afresh.", resume, output_dir)
     return last
+
+
+def refuse_trainer_push(training_args: TrainingArguments) -> None:
+    """`push_to_hub` would upload through `Trainer.push_to_hub`, with a stock card and no robustness
+    report; publishing goes through `mimir_hf.hub` (recipes/publish.py), which refuses a classifier
+    card without clean, PGD and AutoAttack results."""
+    if training_args.push_to_hub:
+        raise ValueError(
+            "push_to_hub is not supported here: it would publish a checkpoint without its robustness report. "
+            "Train, evaluate (recipes/evaluate.py), then publish with recipes/publish.py "
+            "(`--kind pretraining` for a pretraining checkpoint)."
+        )
 
 
 def finish_distributed() -> None:
