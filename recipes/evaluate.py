@@ -16,6 +16,7 @@ shows the traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -38,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
             "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
-    save_recipe_config(output_dir, eval_args, data_args)
+    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0 writes and prints
+    if main_process:
+        save_recipe_config(output_dir, eval_args, data_args)
 
     report = evaluate_from_args(eval_args, data_args)
+    if not main_process:
+        return 0
     print(report.format_table())
     print(f"\nReport written to {output_dir / 'robustness.json'}")
     if eval_args.fail_on_check and report.failed_checks:

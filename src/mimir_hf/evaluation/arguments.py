@@ -61,6 +61,13 @@ class EvaluationArguments:
         default=False, metadata={"help": "Exit with status 3 when a gradient-masking check fails."}
     )
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    resume: bool = field(
+        default=True,
+        metadata={
+            "help": "Continue an interrupted evaluation from the batches kept in <output_dir>/eval_state/ (false: "
+            "discard them and start over)."
+        },
+    )
     num_threads: int | None = field(
         default=None,
         metadata={

@@ -25,6 +25,7 @@ import difflib
 import logging
 import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -226,12 +227,15 @@ class Attack:
         inputs: torch.Tensor,
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
+        details: dict[str, Any] | None = None,
     ) -> torch.Tensor:
+        """`details`, when given, receives what the run found out beyond x′: AutoAttack's per-component
+        results (`components`), the components it ran and why (`attacks_run`, `note`)."""
         kind = self.spec.kind
         if kind == "clean":
             return inputs
         if kind in ("autoattack", "square"):
-            return _run_autoattack(self.spec, model, inputs, labels)
+            return _run_autoattack(self.spec, model, inputs, labels, details)
         objective = _objective(self.spec, model, inputs, labels)
 
         def fooled(x: torch.Tensor) -> torch.Tensor:
@@ -355,7 +359,20 @@ def _build_autoattack(
     return adversary
 
 
-def _run_autoattack(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _run_autoattack(
+    spec: AttackSpec,
+    model: LogitsModel,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    details: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """AutoAttack's cascade, one component at a time, so that each component's breaks and time are known.
+
+    pyautoattack's `run_standard_evaluation` runs the components in order, each on the points no earlier
+    component broke, every component seeded with the same seed; it reports only the accuracy after each
+    (in its log). Running the same adversary with one component at a time on the points still standing
+    is that cascade step for step, with the breaks and the time of each component measured here.
+    """
     with torch.no_grad():
         num_classes = int(model(inputs[:1]).shape[1])
     version, attacks, note = _autoattack_plan(spec, num_classes)
@@ -364,9 +381,31 @@ def _run_autoattack(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, 
     if attacks is not None:
         spec.options["attacks_run"] = list(attacks)
     adversary = _build_autoattack(spec, model, version, attacks, num_classes, inputs.device)
+    components = list(adversary.attacks_to_run)
     devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # AutoAttack seeds the global RNG; leave the caller's alone
-        adversarial, _ = adversary.run_standard_evaluation(inputs, labels, batch_size=inputs.shape[0])
+    adversarial = inputs.detach().clone()
+    standing = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+    results: dict[str, dict[str, Any]] = {}
+    for component in components:
+        todo = torch.nonzero(standing).flatten()
+        if todo.numel() == 0:
+            results[component] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            continue
+        adversary.attacks_to_run = [component]
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=devices):  # AutoAttack seeds the global RNG; leave the caller's alone
+            x_adv, y_adv = adversary.run_standard_evaluation(inputs[todo], labels[todo], batch_size=int(todo.numel()))
+        fooled = y_adv.to(labels.device) != labels[todo]  # its own verdict: the prediction on x′ of each point it broke
+        seconds = time.perf_counter() - start
+        adversarial[todo[fooled]] = x_adv[fooled].detach()
+        standing[todo[fooled]] = False
+        results[component] = {"attacked": int(todo.numel()), "broken": int(fooled.sum()), "seconds": seconds}
+    adversary.attacks_to_run = components
+    if details is not None:
+        details["components"] = results
+        details["attacks_run"] = components
+        if note:
+            details["note"] = note
     return adversarial.detach()
 
 

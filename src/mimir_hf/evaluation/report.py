@@ -42,6 +42,8 @@ class RobustnessReport:
     batch_size: int | None = None
     class_names: list[str] | None = None
     files: dict[str, str] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    num_processes: int = 1
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -113,6 +115,9 @@ class RobustnessReport:
                 "input_range": [0.0, 1.0],
                 "normalization": self.normalization,
             },
+            "preprocessing": {**self.preprocessing, "normalization": self.normalization},
+            "evaluation": {"batch_size": self.batch_size, "num_processes": self.num_processes,
+                           "indices_in_split": "per_sample_file"},
             "versions": versions,
             "attacks": {name: r.record(self.batch_size) for name, r in self.results.items()},
             "worst_case": {"accuracy": self.worst_case_accuracy, "attacks": self.worst_case_attacks},

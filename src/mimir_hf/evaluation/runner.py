@@ -29,6 +29,9 @@ from .attacks import (
 from .checks import LARGE_EPSILON, run_checks
 from .report import AUTOATTACK_LOG, RobustnessReport
 from .results import AttackResult
+from .sharding import current_shard, gather_records, wait_for_everyone
+from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint
+from .streaming import EvaluationData, prepare_evaluation_data
 from .wrapper import LogitsModel, normalization_from_processor
 
 __all__ = [
@@ -162,48 +165,6 @@ def _image_size(wrapper: LogitsModel, image_processor: Any, override: int | None
     return None
 
 
-def _load_split(
-    source: Any,
-    *,
-    split: str,
-    dataset_config: str | None,
-    image_column: str | None,
-    label_column: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    batch_size: int,
-    crop_fraction: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """The first `num_samples` images of a split (RobustBench style), as [0, 1] tensors."""
-    from torch.utils.data import DataLoader
-
-    from .. import data as mdata
-
-    if isinstance(source, (str, Path)):
-        dataset = mdata.load_image_dataset(
-            str(source), split, config_name=dataset_config, image_column=image_column,
-            label_column=label_column, require_labels=True, max_samples=num_samples,
-        )
-    else:
-        dataset = source
-    if num_samples is not None and len(dataset) > num_samples:
-        dataset = dataset.select(range(num_samples))
-    names = mdata.class_names(dataset)
-    if image_size is None:
-        raise ValueError("Cannot tell the model's input resolution; pass image_size.")
-    dataset = mdata.with_transform(dataset, mdata.eval_transform(image_size, crop_fraction))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=mdata.collate_images)
-    images, labels = [], []
-    for batch in loader:
-        if "labels" not in batch:
-            raise ValueError("The evaluation split has no labels; robust accuracy needs them (set label_column).")
-        images.append(batch["pixel_values"])
-        labels.append(batch["labels"])
-    if not images:
-        raise ValueError(f"The split {split!r} of {source!r} is empty.")
-    return torch.cat(images), torch.cat(labels).long(), names
-
-
 def _check_labels(wrapper: LogitsModel, labels: torch.Tensor, num_classes: int, data_names: list[str] | None) -> None:
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
@@ -260,6 +221,139 @@ def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) 
     return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
 
 
+def _state_description(
+    model_name: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
+) -> dict[str, Any]:
+    """What decides every batch's result: a resumed run must match it exactly."""
+    runtime = {"note", "attacks_run", "mi_dropped_steps"}
+    return {
+        "model": model_name,
+        "dataset": data.source_name,
+        "split": split,
+        "num_samples": len(data),
+        "indices": fingerprint({"indices": data.indices.tolist(), "labels": data.labels.tolist()}),
+        "batch_size": batch_size,
+        "seed": seed,
+        "attacks": [
+            {
+                "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
+                "restarts": s.restarts, "seed": s.seed, "library": s.library,
+                "options": {k: v for k, v in s.options.items() if k not in runtime},
+            }
+            for s in specs
+        ],
+    }
+
+
+def _evaluate_batch(
+    wrapper: LogitsModel,
+    specs: list[AttackSpec],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: int,
+    seed: int,
+    bar: Any,
+) -> BatchRecord:
+    """Every attack on one batch; the batch's seed makes the result independent of who runs it, and when."""
+    size = x.shape[0]
+    clean_correct = np.ones(size, dtype=bool)
+    zero_gradient = np.zeros(size, dtype=bool)
+    outcome: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        bar.set_postfix(batch=index, attack=spec.name)
+        generator = torch.Generator(device=x.device).manual_seed(batch_seed(seed, index))
+        correct = np.zeros(size, dtype=bool)
+        predictions = np.full(size, -1, dtype=np.int64)
+        max_perturbation = 0.0
+        details: dict[str, Any] = {}
+        dropped_before = int(spec.options.get("mi_dropped_steps", 0))
+        start = time.perf_counter()
+        todo = np.flatnonzero(clean_correct)
+        if todo.size:
+            selection = torch.as_tensor(todo, device=x.device)
+            xs, ys = x[selection], y[selection]
+            if spec.kind == "clean":
+                zero_gradient[todo] = _zero_margin_gradient(wrapper, xs, ys).numpy()
+            adversarial = Attack(spec).run(wrapper, xs, ys, generator=generator, details=details)
+            if spec.kind != "clean":
+                max_perturbation = float((adversarial - xs).abs().max())
+                if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
+                    max_perturbation = float("inf")
+            predicted = wrapper(adversarial).argmax(dim=1)
+            predictions[todo] = predicted.cpu().numpy()
+            correct[todo] = (predicted == ys).cpu().numpy()
+        if spec.kind == "pgd-mi":
+            details["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) - dropped_before
+        if spec.kind == "clean":
+            clean_correct = correct.copy()
+        outcome[spec.name] = {
+            "correct": correct.tolist(),
+            "predictions": predictions.tolist(),
+            "max_perturbation": max_perturbation,
+            "seconds": time.perf_counter() - start,
+            "details": details,
+        }
+    return BatchRecord(index=index, attacks=outcome, zero_gradient=zero_gradient.tolist())
+
+
+def _assemble(specs: list[AttackSpec], records: list[BatchRecord]) -> tuple[dict[str, AttackResult], np.ndarray]:
+    """The per-attack results over all batches (in evaluation order), and the per-sample zero-gradient flags."""
+    version = _versions()["mimir_hf"]
+    results: dict[str, AttackResult] = {}
+    clean_count = 0
+    for spec in specs:
+        parts = [r.attacks[spec.name] for r in records]
+        correct = np.concatenate([np.asarray(p["correct"], dtype=bool) for p in parts])
+        if spec.kind == "clean":
+            clean_count = int(correct.sum())
+        extra: dict[str, Any] = {}
+        details = [p.get("details") or {} for p in parts]
+        if spec.kind == "pgd-mi":
+            extra["mi_dropped_steps"] = sum(int(d.get("mi_dropped_steps", 0)) for d in details)
+        for key in ("attacks_run", "note"):
+            value = next((d[key] for d in details if d.get(key)), None)
+            if value is not None:
+                extra[key] = value
+        if spec.kind == "autoattack":
+            extra["components"] = _component_results(details, clean_count, correct.size)
+        results[spec.name] = AttackResult(
+            spec=spec,
+            correct=correct,
+            predictions=np.concatenate([np.asarray(p["predictions"], dtype=np.int64) for p in parts]),
+            wall_time_seconds=float(sum(p["seconds"] for p in parts)),
+            max_perturbation=max((float(p["max_perturbation"]) for p in parts), default=0.0),
+            library_version=_autoattack_package_version() if spec.library == "autoattack" else version,
+            extra=extra,
+        )
+    zero_gradient = np.concatenate([np.asarray(r.zero_gradient, dtype=bool) for r in records])
+    return results, zero_gradient
+
+
+def _component_results(details: list[dict[str, Any]], clean_count: int, n: int) -> list[dict[str, Any]]:
+    """AutoAttack's cascade, per component over all images: points attacked and broken, time, accuracy after."""
+    order: list[str] = []
+    totals: dict[str, dict[str, float]] = {}
+    for batch in details:
+        for name, values in (batch.get("components") or {}).items():
+            if name not in totals:
+                order.append(name)
+                totals[name] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            for key in totals[name]:
+                totals[name][key] += values[key]
+    standing = clean_count
+    rows = []
+    for name in order:
+        standing -= int(totals[name]["broken"])
+        rows.append({
+            "name": name,
+            "attacked": int(totals[name]["attacked"]),
+            "broken": int(totals[name]["broken"]),
+            "robust_accuracy_after": standing / n if n else float("nan"),
+            "wall_time_seconds": round(float(totals[name]["seconds"]), 3),
+        })
+    return rows
+
+
 def evaluate_robustness(
     model: str | Path | nn.Module,
     data: Any = "builtin:digits",
@@ -294,6 +388,8 @@ def evaluate_robustness(
     progress: bool = True,
     plot: bool = True,
     dataset_name: str | None = None,
+    indices: Sequence[int] | None = None,
+    resume: bool = True,
 ) -> RobustnessReport:
     """Measure the L∞ robustness of an image classifier and check the measurement for gradient masking.
 
@@ -312,6 +408,13 @@ def evaluate_robustness(
         output_dir: where to write robustness.json, per_sample.npz, autoattack.log and the curve; None
             to write nothing.
         check_tolerance: accuracy slack for the consistency checks (at least one sample).
+        indices: evaluate these positions of the split, in this order (RobustBench's ImageNet list);
+            `num_samples` then keeps the first N of them.
+        resume: with an `output_dir`, every finished batch is kept in `<output_dir>/eval_state/`; a
+            rerun of the same evaluation continues after the last finished batch (False: start over).
+
+    Under `accelerate launch` with several processes, each process attacks every world-size-th batch
+    and the main process writes the gathered report (identical to a one-process run but for the times).
 
     Returns:
         A `RobustnessReport` (its `failed_checks` lists any gradient-masking check that fired).
@@ -334,88 +437,76 @@ def evaluate_robustness(
     )
     specs = plan_attacks(attacks, settings, epsilon_sweep, sweep_attack)
 
+    shard = current_shard()
+    if device is None and shard.device is not None:
+        device = shard.device
     wrapper, model_name, processor = load_classifier(model, device=device, image_processor=image_processor)
     device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
 
-    data_names: list[str] | None = None
-    if isinstance(data, torch.Tensor):
-        if labels is None:
-            raise ValueError("Pass `labels` together with a pixel tensor.")
-        x_all, y_all = data.detach().float().cpu(), torch.as_tensor(labels).long().cpu()
-        if num_samples is not None:
-            x_all, y_all = x_all[:num_samples], y_all[:num_samples]
-        if x_all.shape[0] != y_all.shape[0]:
-            raise ValueError(f"{x_all.shape[0]} images but {y_all.shape[0]} labels.")
-        source_name = dataset_name or "tensor"
-    else:
-        x_all, y_all, data_names = _load_split(
-            data, split=split, dataset_config=dataset_config, image_column=image_column, label_column=label_column,
-            image_size=_image_size(wrapper, processor, image_size), num_samples=num_samples, batch_size=batch_size,
-            crop_fraction=eval_crop_fraction,
-        )
-        if dataset_name is None:
-            info = getattr(data, "info", None)
-            dataset_name = str(data) if isinstance(data, (str, Path)) else (getattr(info, "dataset_name", None) or "dataset")
-        source_name = dataset_name
-    check_pixel_values(x_all, getattr(wrapper, "num_channels", None), name="evaluation images")
+    evaluation_data = prepare_evaluation_data(
+        data, labels=labels, split=split, dataset_config=dataset_config, image_column=image_column,
+        label_column=label_column,
+        image_size=None if isinstance(data, torch.Tensor) else _image_size(wrapper, processor, image_size),
+        num_samples=num_samples, indices=indices, crop_fraction=eval_crop_fraction, dataset_name=dataset_name,
+    )
+    n = len(evaluation_data)
+    first, _ = next(evaluation_data.batches([[0]]))
+    check_pixel_values(first, getattr(wrapper, "num_channels", None), name="evaluation images")
     with torch.no_grad(), preserve_mode(wrapper, "eval"):
-        num_classes = int(wrapper(x_all[:1].to(device)).shape[1])
-    _check_labels(wrapper, y_all, num_classes, data_names)
+        num_classes = int(wrapper(first.to(device)).shape[1])
+    _check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
 
     out = Path(output_dir) if output_dir is not None else None
+    batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
+    state = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / AUTOATTACK_LOG).unlink(missing_ok=True)
-    log_path = (out / AUTOATTACK_LOG) if out is not None and any(s.library == "autoattack" for s in specs) else None
+        state = EvaluationState(
+            out / STATE_DIRNAME,
+            _state_description(model_name, evaluation_data, split, specs, batch_size, seed),
+            resume=resume,
+        )
+    mine = shard.batches(len(batches))
+    records: dict[int, BatchRecord] = {}
+    for index in mine:
+        record = state.load(index) if state is not None else None
+        if record is not None:
+            records[index] = record
+    todo = [index for index in mine if index not in records]
+    log_path = None
+    if out is not None and any(s.library == "autoattack" for s in specs):
+        log_path = out / (AUTOATTACK_LOG if shard.is_main else f"autoattack.rank{shard.rank}.log")
+        if not records:
+            log_path.unlink(missing_ok=True)
+    if records:
+        logger.info("Resuming from %s: %d of %d batches already done.", state.directory, len(records), len(mine))
 
     from tqdm.auto import tqdm
 
-    n = x_all.shape[0]
-    results: dict[str, AttackResult] = {}
-    clean_correct = np.ones(n, dtype=bool)
-    zero_gradient = np.zeros(n, dtype=bool)
-    aa_warnings: list[str] = []
     logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
     with capture_autoattack_log(log_path) as collected, preserve_mode(wrapper, "eval"), torch.no_grad():
-        for spec in specs:
-            attack = Attack(spec)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            correct = np.zeros(n, dtype=bool)
-            predictions = np.full(n, -1, dtype=np.int64)
-            max_perturbation = 0.0
-            start = time.perf_counter()
-            with tqdm(total=n, desc=f"{spec.name:>18}", unit="img", disable=not progress, leave=True) as bar:
-                for begin in range(0, n, batch_size):
-                    end = min(begin + batch_size, n)
-                    todo = np.flatnonzero(clean_correct[begin:end]) + begin
-                    if todo.size:
-                        x = x_all[todo].to(device)
-                        y = y_all[todo].to(device)
-                        if spec.kind == "clean":
-                            zero_gradient[todo] = _zero_margin_gradient(wrapper, x, y).numpy()
-                        adversarial = attack.run(wrapper, x, y, generator=generator)
-                        max_perturbation = max(max_perturbation, float((adversarial - x).abs().max()))
-                        if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
-                            max_perturbation = float("inf")
-                        predicted = wrapper(adversarial).argmax(dim=1)
-                        predictions[todo] = predicted.cpu().numpy()
-                        correct[todo] = (predicted == y).cpu().numpy()
-                    bar.update(end - begin)
-                    bar.set_postfix(acc=f"{100 * correct[:end].mean():.1f}%")
-            if spec.kind == "clean":
-                clean_correct = correct.copy()
-            results[spec.name] = AttackResult(
-                spec=spec,
-                correct=correct,
-                predictions=predictions,
-                wall_time_seconds=time.perf_counter() - start,
-                max_perturbation=max_perturbation if spec.kind != "clean" else 0.0,
-                library_version=_autoattack_package_version() if spec.library == "autoattack" else _versions()["mimir_hf"],
-            )
-            logger.info("%s: %.2f%%", spec.name, 100 * results[spec.name].accuracy)
+        total = sum(len(batches[i]) for i in todo)
+        with tqdm(total=total, desc="evaluating", unit="img", disable=not (progress and shard.is_main)) as bar:
+            for index, (x, y) in zip(todo, evaluation_data.batches([batches[i] for i in todo])):
+                check_pixel_values(x, getattr(wrapper, "num_channels", None), name="evaluation images")
+                record = _evaluate_batch(wrapper, specs, x.to(device), y.to(device), index, seed, bar)
+                if state is not None:
+                    state.save(record)
+                records[index] = record
+                bar.update(x.shape[0])
         aa_warnings = list(dict.fromkeys(collected))
 
-    labels_np = y_all.numpy()
+    gathered = {r.index: r for r in gather_records(list(records.values()), shard)}
+    missing = [i for i in range(len(batches)) if i not in gathered]
+    if missing:  # pragma: no cover - a process lost its batches
+        raise RuntimeError(f"Batches {missing[:10]} were evaluated by no process.")
+    ordered = [gathered[i] for i in range(len(batches))]
+    results, zero_gradient = _assemble(specs, ordered)
+    clean_correct = next(r.correct for r in results.values() if r.spec.kind == "clean")
+    for name, result in results.items():
+        logger.info("%s: %.2f%%", name, 100 * result.accuracy)
+
+    labels_np = evaluation_data.labels
     checks, skipped = run_checks(
         results,
         epsilon=settings.epsilon,
@@ -427,27 +518,30 @@ def evaluate_robustness(
     )
     report = RobustnessReport(
         model=model_name,
-        dataset=source_name,
+        dataset=evaluation_data.source_name,
         split=split if not isinstance(data, torch.Tensor) else "given",
         epsilon=settings.epsilon,
         seed=seed,
         labels=labels_np,
         results=results,
-        indices=np.arange(n),
+        indices=evaluation_data.indices,
         normalization=wrapper.normalization,
         versions=_versions(),
         checks=checks,
         skipped_checks=skipped,
         autoattack_warnings=aa_warnings,
         batch_size=batch_size,
-        class_names=data_names,
+        class_names=evaluation_data.class_names,
+        preprocessing=evaluation_data.preprocessing,
+        num_processes=shard.world_size,
     )
     for check in report.failed_checks:
         message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"
         logger.warning(message)
         warnings.warn(message, GradientMaskingWarning, stacklevel=2)
-    if out is not None:
+    if out is not None and shard.is_main:
         report.save(out, plot=plot)
+    wait_for_everyone(shard)
     return report
 
 
@@ -484,4 +578,5 @@ def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None 
         check_tolerance=eval_args.check_tolerance,
         large_epsilon_max_accuracy=eval_args.large_epsilon_max_accuracy,
         progress=(not eval_args.no_progress) if progress is None else progress,
+        resume=eval_args.resume,
     )
