@@ -14,6 +14,14 @@ __all__ = ["ComparisonArguments", "EvaluationArguments"]
 class EvaluationArguments:
     """What to attack, how hard, and where the report goes. Budgets accept `8/255` or `0.0314`."""
 
+    protocol: str = field(
+        default="custom",
+        metadata={
+            "help": "custom: the attacks you list. robustbench: RobustBench's protocol (clean + AutoAttack standard on "
+            "all CIFAR test images or RobustBench's 5,000 ImageNet images) and a leaderboard submission (ModelInfo "
+            "JSON, [New Model] text, model-zoo entry) next to robustness.json."
+        },
+    )
     model_name_or_path: str = field(
         default="outputs/quickstart-finetune",
         metadata={"help": "Image classifier to evaluate: a directory written by `save_pretrained` or a Hub id."},
@@ -77,6 +85,8 @@ class EvaluationArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("custom", "robustbench"):
+            raise ValueError(f"protocol must be 'custom' or 'robustbench', got {self.protocol!r}.")
         if isinstance(self.attacks, str):
             self.attacks = [a for a in self.attacks.replace(",", " ").split() if a]
         if isinstance(self.epsilon_sweep, (str, float, int)):

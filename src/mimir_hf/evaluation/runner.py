@@ -545,13 +545,39 @@ def evaluate_robustness(
     return report
 
 
-def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None = None) -> RobustnessReport:
-    """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`."""
+def evaluate_from_args(
+    eval_args: Any, data_args: Any, *, progress: bool | None = None, robustbench_args: Any = None
+) -> RobustnessReport:
+    """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`.
+
+    With `protocol: robustbench` the arguments are checked against RobustBench's protocol first (an explicit
+    value that breaks it is an error, never silently replaced), and ImageNet is evaluated on RobustBench's
+    5,000-image list (`robustbench_args.imagenet_ids_file`, default the shipped copy).
+    """
     if getattr(eval_args, "num_threads", None):
         torch.set_num_threads(int(eval_args.num_threads))
+    data: Any = data_args.dataset
+    indices = None
+    dataset_name = None
+    if getattr(eval_args, "protocol", "custom") == "robustbench":
+        from .robustbench import check_protocol_arguments, imagenet_test_image_ids, imagenet_test_indices, robustbench_dataset
+
+        check_protocol_arguments(eval_args, data_args)
+        if robustbench_dataset(data_args.dataset) == "imagenet":
+            from .. import data as mdata
+
+            data = mdata.load_image_dataset(
+                data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
+                image_column=data_args.image_column, label_column=data_args.label_column, require_labels=True,
+            )
+            ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
+            indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
+            dataset_name = data_args.dataset
     return evaluate_robustness(
         eval_args.model_name_or_path,
-        data_args.dataset,
+        data,
+        indices=indices,
+        dataset_name=dataset_name,
         split=data_args.eval_split,
         dataset_config=data_args.dataset_config,
         image_column=data_args.image_column,
