@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mimir_hf.attacks import cross_entropy_objective, pgd, project_linf
+from mimir_hf.attacks import cross_entropy_objective, pgd, project_l2, project_linf
 
 
 class TwoClassLinear(nn.Module):
@@ -168,3 +168,68 @@ def test_gaussian_start_is_trades_start():
     assert abs((uniform - clean).std().item() - (8 / 255) / 3**0.5) < 1e-3
     with pytest.raises(ValueError, match="start must be"):
         pgd(never_called, clean, epsilon=8 / 255, step_size=0.0, steps=0, start="normal")
+
+
+# ------------------------------------------------------------------------------------------------ L2
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), epsilon=st.sampled_from([0.0, 0.1, 0.5, 2.0]), steps=st.integers(0, 4),
+       random_start=st.booleans())
+def test_l2_output_stays_in_the_ball_and_the_box(seed, epsilon, steps, random_start):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 3, 5, 5, generator=generator)
+    w = torch.randn(3 * 5 * 5, generator=generator)
+    adversarial = pgd(lambda z: (z.flatten(1) @ w) ** 2, x, epsilon=epsilon, step_size=epsilon / 2 + 0.01, steps=steps,
+                      random_start=random_start, generator=generator, norm="L2")
+    assert ((adversarial - x).flatten(1).norm(dim=1) <= epsilon + 1e-5).all()
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    if epsilon == 0:
+        assert torch.equal(adversarial, x)
+
+
+def test_l2_projection_scales_onto_the_sphere_and_clips():
+    x = torch.full((2, 4), 0.5)
+    candidate = x + torch.tensor([[0.3, 0.4, 0.0, 0.0], [0.03, 0.04, 0.0, 0.0]])
+    projected = project_l2(candidate.clone(), x, 0.25)
+    torch.testing.assert_close(projected[0], torch.tensor([0.65, 0.7, 0.5, 0.5]))  # 0.5-long step scaled to 0.25
+    torch.testing.assert_close(projected[1], candidate[1])  # already inside: unchanged
+    near_edge = project_l2(torch.tensor([[1.2, 0.5]]), torch.tensor([[0.9, 0.5]]), 1.0)
+    torch.testing.assert_close(near_edge, torch.tensor([[1.0, 0.5]]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_l2_linear_two_class_matches_closed_form_worst_case(seed):
+    """For f(x) = w·x + b the worst L2 perturbation lowers the margin by exactly ε‖w₁ − w₀‖₂."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = 20
+    model = TwoClassLinear(dim, generator).eval()
+    with torch.no_grad():
+        model.linear.bias.copy_(-0.5 * model.linear.weight.sum(1))
+    x = 0.3 + 0.4 * torch.rand(256, dim, generator=generator)  # away from the box edges (ε ≤ 0.25 keeps it inside)
+    with torch.no_grad():
+        logits = model(x)
+    labels = logits.argmax(1)
+    delta_w = model.linear.weight[1] - model.linear.weight[0]
+    sign = torch.where(labels == 1, 1.0, -1.0)
+    margins = sign * (logits[:, 1] - logits[:, 0])
+    ratios = (margins / delta_w.norm()).sort().values
+    epsilon = min(0.25, (ratios[127] + ratios[128]).item() / 2)
+    expected_robust = (margins > epsilon * delta_w.norm()).float().mean()
+
+    adversarial = pgd(cross_entropy_objective(model, labels), x.view(256, 1, 1, dim), epsilon=epsilon,
+                      step_size=epsilon, steps=30, random_start=True, generator=generator, norm="L2")
+    with torch.no_grad():
+        adv_logits = model(adversarial)
+        robust = (adv_logits.argmax(1) == labels).float().mean()
+        adv_margins = sign * (adv_logits[:, 1] - adv_logits[:, 0])
+    assert 0 < expected_robust < 1
+    assert robust == expected_robust
+    torch.testing.assert_close(adv_margins, margins - epsilon * delta_w.norm(), atol=1e-4, rtol=0)
+    # the L∞ step would not do it: the sign step's L2 length is not ε
+    assert ((adversarial - x.view(256, 1, 1, dim)).flatten(1).norm(dim=1) <= epsilon + 1e-5).all()
+
+
+def test_unknown_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        pgd(lambda z: z.sum((1, 2, 3)), torch.rand(1, 3, 2, 2), epsilon=0.1, step_size=0.1, steps=1, norm="L1")

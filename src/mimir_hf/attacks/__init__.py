@@ -1,9 +1,10 @@
 """L∞ attacks in pixel space, all built on one PGD core."""
 
 from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
-from .pgd import GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_linf
+from .pgd import NORMS, GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_l2, project_linf
 
 __all__ = [
+    "NORMS",
     "GAUSSIAN_START_STD",
     "LogitsFn",
     "Objective",
@@ -14,5 +15,6 @@ __all__ = [
     "margin",
     "pgd",
     "preserve_mode",
+    "project_l2",
     "project_linf",
 ]
