@@ -37,7 +37,11 @@ class EvaluationArguments:
             "end in @eps=<v>/255."
         },
     )
-    epsilon: str = field(default="8/255", metadata={"help": "Headline L∞ budget in [0, 1] pixel units (8/255)."})
+    norm: str = field(
+        default="Linf",
+        metadata={"help": "Threat model: Linf (ε per pixel, e.g. 8/255) or L2 (ε on the image's Euclidean norm, e.g. 0.5)."},
+    )
+    epsilon: str = field(default="8/255", metadata={"help": "Headline budget in [0, 1] pixel units (L∞ 8/255, L2 0.5)."})
     step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})
     restarts: int = field(default=1, metadata={"help": "Random restarts of the PGD-family attacks."})
     epsilon_sweep: list[str] = field(
@@ -93,11 +97,13 @@ class EvaluationArguments:
             self.epsilon_sweep = [a for a in str(self.epsilon_sweep).replace(",", " ").split() if a]
         if isinstance(self.autoattack_attacks, str):
             self.autoattack_attacks = [a for a in self.autoattack_attacks.replace(",", " ").split() if a]
-        parse_budget(self.epsilon)
+        if self.norm not in ("Linf", "L2"):
+            raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        parse_budget(self.epsilon, norm=self.norm)
         if self.step_size is not None:
-            parse_budget(self.step_size, "step_size")
+            parse_budget(self.step_size, "step_size", norm=self.norm)
         for value in self.epsilon_sweep:
-            parse_budget(value, "epsilon_sweep value")
+            parse_budget(value, "epsilon_sweep value", norm=self.norm)
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}.")
         if self.batch_size < 1:

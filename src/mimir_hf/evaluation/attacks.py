@@ -1,4 +1,4 @@
-"""The named attacks of a robustness evaluation, all L∞ in pixel space [0, 1].
+"""The named attacks of a robustness evaluation, in pixel space [0, 1], L∞ (the default) or L2.
 
 Every white-box attack here is the shared PGD core (`mimir_hf.attacks.pgd`) with a different
 objective; AutoAttack and Square come from the authors' own package (`pyautoattack`), never
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attacks import cross_entropy_objective, cw_margin_objective, pgd
+from ..attacks import NORMS, cross_entropy_objective, cw_margin_objective, pgd
 from .wrapper import LogitsModel
 
 __all__ = [
@@ -46,7 +46,9 @@ __all__ = [
     "autoattack_version",
     "build_attack",
     "capture_autoattack_log",
+    "format_budget",
     "format_epsilon",
+    "norm_display",
     "parse_attack_name",
     "parse_budget",
     "with_epsilon",
@@ -56,8 +58,8 @@ ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd
 _AUTOATTACK_LOGGER = "auto-attack"
 
 
-def parse_budget(value: float | int | str, name: str = "epsilon") -> float:
-    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"``."""
+def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
+    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -69,8 +71,8 @@ def parse_budget(value: float | int | str, name: str = "epsilon") -> float:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}.")
     if number < 0:
-        raise ValueError(f"{name} must be >= 0 (an L∞ radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
-    if number > 1:
+        raise ValueError(f"{name} must be >= 0 (an {norm} radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
+    if norm == "Linf" and number > 1:
         raise ValueError(
             f"{name}={value!r} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
             "(write 8/255, not 8)."
@@ -82,6 +84,15 @@ def format_epsilon(epsilon: float) -> str:
     """``8/255`` style text for a budget (at most 4 decimals of grey levels)."""
     levels = round(epsilon * 255, 4)
     return f"{levels:g}/255"
+
+
+def format_budget(epsilon: float, norm: str = "Linf") -> str:
+    """A budget as people write it: ``8/255`` for L∞, the plain radius (``0.5``) for L2."""
+    return format_epsilon(epsilon) if norm == "Linf" else f"{epsilon:g}"
+
+
+def norm_display(norm: str) -> str:
+    return {"Linf": "L∞", "L2": "L2"}.get(norm, norm)
 
 
 def autoattack_version() -> str:
@@ -107,12 +118,15 @@ class AttackSettings:
     autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
+    norm: str = "Linf"  # the threat model: "Linf" or "L2"
 
     def __post_init__(self) -> None:
-        self.epsilon = parse_budget(self.epsilon)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
+        self.epsilon = parse_budget(self.epsilon, norm=self.norm)
         if self.step_size is None:
             self.step_size = self.epsilon / 4
-        self.step_size = parse_budget(self.step_size, "step_size")
+        self.step_size = parse_budget(self.step_size, "step_size", norm=self.norm)
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}.")
         for key in ("cw_steps", "adaptive_steps", "square_queries"):
@@ -145,6 +159,7 @@ class AttackSpec:
     seed: int = 0
     library: str = "mimir_hf"
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    norm: str = "Linf"
 
     @property
     def white_box(self) -> bool:
@@ -172,16 +187,17 @@ def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
     if match is None or match.group("base") not in _BASES:
         raise _unknown(name)
     base, steps_text, eps_text = match.group("base"), match.group("steps"), match.group("eps")
-    epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}")
+    norm = settings.norm
+    epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}", norm=norm)
     step_size = settings.step_size if eps_text is None else epsilon * settings.step_ratio
     steps = int(steps_text) if steps_text is not None else None
-    suffix = "" if eps_text is None else f"@eps={format_epsilon(epsilon)}"
-    common = {"epsilon": epsilon, "seed": settings.seed}
+    suffix = "" if eps_text is None else f"@eps={format_budget(epsilon, norm)}"
+    common = {"epsilon": epsilon, "seed": settings.seed, "norm": norm}
 
     if base == "clean":
         if steps is not None or eps_text is not None:
             raise _unknown(name)
-        return AttackSpec("clean", "clean", epsilon=0.0, steps=0, step_size=0.0, restarts=1, seed=settings.seed)
+        return AttackSpec("clean", "clean", epsilon=0.0, steps=0, step_size=0.0, restarts=1, seed=settings.seed, norm=norm)
     if base == "pgd":
         if steps is None:
             raise ValueError(f"Attack {name!r} needs a step count, e.g. 'pgd-20' or 'pgd-100'.")
@@ -254,6 +270,7 @@ class Attack:
             model_mode="eval",
             is_successful=fooled,
             generator=generator,
+            norm=self.spec.norm,
         )
 
 
@@ -347,7 +364,7 @@ def _build_autoattack(
         raise ImportError(
             "AutoAttack needs the authors' package: pip install pyautoattack (imports without torchvision)."
         ) from error
-    adversary = AutoAttack(model, norm="Linf", eps=spec.epsilon, version=version, attacks=attacks, seed=spec.seed, device=device)
+    adversary = AutoAttack(model, norm=spec.norm, eps=spec.epsilon, version=version, attacks=attacks, seed=spec.seed, device=device)
     if version == "custom":
         adversary.apgd.n_restarts = 1
         adversary.apgd_targeted.n_restarts = 1
@@ -458,4 +475,4 @@ def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
 def with_epsilon(spec: AttackSpec, epsilon: float, settings: AttackSettings) -> AttackSpec:
     """The same attack at another budget (the ε-sweep)."""
     base = spec.name.split("@")[0]
-    return parse_attack_name(f"{base}@eps={format_epsilon(epsilon)}", settings)
+    return parse_attack_name(f"{base}@eps={format_budget(epsilon, settings.norm)}", settings)

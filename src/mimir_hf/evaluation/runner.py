@@ -21,8 +21,8 @@ from .attacks import (
     AttackSpec,
     Attack,
     autoattack_version as _autoattack_package_version,
+    format_budget,
     capture_autoattack_log,
-    format_epsilon,
     parse_attack_name,
     parse_budget,
 )
@@ -37,6 +37,7 @@ from .wrapper import LogitsModel, normalization_from_processor
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_EPSILON_SWEEP",
+    "DEFAULT_L2_EPSILON_SWEEP",
     "GradientMaskingWarning",
     "evaluate_from_args",
     "evaluate_robustness",
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
 DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
+DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
+"""L2 radii for the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
 
 
 class GradientMaskingWarning(UserWarning):
@@ -69,7 +72,7 @@ def plan_attacks(
     if isinstance(attacks, str):
         attacks = [a for a in attacks.replace(",", " ").split() if a]
     specs = [parse_attack_name(name, settings) for name in attacks]
-    sweep = [parse_budget(e, "epsilon_sweep value") for e in epsilon_sweep]
+    sweep = [parse_budget(e, "epsilon_sweep value", norm=settings.norm) for e in epsilon_sweep]
     if sweep:
         base = parse_attack_name(sweep_attack, settings)
         if base.kind == "clean":
@@ -79,7 +82,7 @@ def plan_attacks(
                 if all(s.name != base.name for s in specs):
                     specs.append(base)
             else:
-                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_epsilon(eps)}", settings))
+                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_budget(eps, settings.norm)}", settings))
     unique: dict[str, AttackSpec] = {}
     for spec in specs:
         unique.setdefault(spec.name, spec)
@@ -237,7 +240,7 @@ def _state_description(
         "attacks": [
             {
                 "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
-                "restarts": s.restarts, "seed": s.seed, "library": s.library,
+                "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
                 "options": {k: v for k, v in s.options.items() if k not in runtime},
             }
             for s in specs
@@ -276,7 +279,9 @@ def _evaluate_batch(
                 zero_gradient[todo] = _zero_margin_gradient(wrapper, xs, ys).numpy()
             adversarial = Attack(spec).run(wrapper, xs, ys, generator=generator, details=details)
             if spec.kind != "clean":
-                max_perturbation = float((adversarial - xs).abs().max())
+                delta = (adversarial - xs).flatten(1)
+                size_of = delta.abs().amax(dim=1) if spec.norm == "Linf" else delta.norm(dim=1)
+                max_perturbation = float(size_of.max())
                 if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
                     max_perturbation = float("inf")
             predicted = wrapper(adversarial).argmax(dim=1)
@@ -370,7 +375,7 @@ def evaluate_robustness(
     epsilon: float | str = 8 / 255,
     step_size: float | str | None = None,
     restarts: int = 1,
-    epsilon_sweep: Sequence[float | str] = DEFAULT_EPSILON_SWEEP,
+    epsilon_sweep: Sequence[float | str] | None = None,
     sweep_attack: str = "pgd-20",
     cw_steps: int = 30,
     adaptive_steps: int = 100,
@@ -390,6 +395,7 @@ def evaluate_robustness(
     dataset_name: str | None = None,
     indices: Sequence[int] | None = None,
     resume: bool = True,
+    norm: str = "Linf",
 ) -> RobustnessReport:
     """Measure the L∞ robustness of an image classifier and check the measurement for gradient masking.
 
@@ -404,7 +410,10 @@ def evaluate_robustness(
         epsilon: the headline L∞ budget in [0, 1] units (a float or "8/255").
         step_size: PGD step α (default ε/4, i.e. 2/255 at 8/255).
         epsilon_sweep: extra budgets at which `sweep_attack` runs (the accuracy-vs-ε curve and the
-            monotonicity and large-ε checks); () for none.
+            monotonicity and large-ε checks); () for none; None for the norm's default
+            (`DEFAULT_EPSILON_SWEEP`, `DEFAULT_L2_EPSILON_SWEEP`).
+        norm: the threat model, "Linf" (ε per pixel, the default) or "L2" (ε on each image's Euclidean
+            norm in [0, 1] pixel units; RobustBench's CIFAR-10 L2 budget is 0.5).
         output_dir: where to write robustness.json, per_sample.npz, autoattack.log and the curve; None
             to write nothing.
         check_tolerance: accuracy slack for the consistency checks (at least one sample).
@@ -423,9 +432,12 @@ def evaluate_robustness(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be >= 1 (or None for the whole split), got {num_samples}.")
+    if epsilon_sweep is None:
+        epsilon_sweep = DEFAULT_L2_EPSILON_SWEEP if norm == "L2" else DEFAULT_EPSILON_SWEEP
     settings = AttackSettings(
-        epsilon=parse_budget(epsilon),
-        step_size=None if step_size is None else parse_budget(step_size, "step_size"),
+        norm=norm,
+        epsilon=parse_budget(epsilon, norm=norm),
+        step_size=None if step_size is None else parse_budget(step_size, "step_size", norm=norm),
         restarts=restarts,
         cw_steps=cw_steps,
         adaptive_steps=adaptive_steps,
@@ -513,7 +525,8 @@ def evaluate_robustness(
         labels=labels_np,
         zero_gradient=zero_gradient[clean_correct] if clean_correct.any() else zero_gradient,
         tolerance=check_tolerance,
-        large_epsilon=LARGE_EPSILON,
+        large_epsilon=LARGE_EPSILON[norm],
+        norm=norm,
         large_epsilon_max_accuracy=large_epsilon_max_accuracy,
     )
     report = RobustnessReport(
@@ -534,6 +547,7 @@ def evaluate_robustness(
         class_names=evaluation_data.class_names,
         preprocessing=evaluation_data.preprocessing,
         num_processes=shard.world_size,
+        norm=norm,
     )
     for check in report.failed_checks:
         message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"
@@ -559,6 +573,17 @@ def evaluate_from_args(
     data: Any = data_args.dataset
     indices = None
     dataset_name = None
+    norm = getattr(eval_args, "norm", "Linf")
+    sweep: Any = eval_args.epsilon_sweep
+    if norm == "L2":
+        from dataclasses import fields
+
+        default_sweep = next(f.default_factory() for f in fields(eval_args) if f.name == "epsilon_sweep")
+        if list(sweep) == list(default_sweep):
+            sweep = None  # the L∞ default sweep means nothing as L2 radii: the L2 default replaces it
+        if "/255" in str(eval_args.epsilon):
+            logger.warning("--norm L2 with --epsilon %s: an L2 budget is a radius (RobustBench's CIFAR-10 L2 budget "
+                           "is 0.5), not a per-pixel k/255 budget.", eval_args.epsilon)
     if getattr(eval_args, "protocol", "custom") == "robustbench":
         from .robustbench import check_protocol_arguments, imagenet_test_image_ids, imagenet_test_indices, robustbench_dataset
 
@@ -589,7 +614,7 @@ def evaluate_from_args(
         epsilon=eval_args.epsilon,
         step_size=eval_args.step_size,
         restarts=eval_args.restarts,
-        epsilon_sweep=eval_args.epsilon_sweep,
+        epsilon_sweep=sweep,
         sweep_attack=eval_args.sweep_attack,
         cw_steps=eval_args.cw_steps,
         adaptive_steps=eval_args.adaptive_steps,
@@ -605,4 +630,5 @@ def evaluate_from_args(
         large_epsilon_max_accuracy=eval_args.large_epsilon_max_accuracy,
         progress=(not eval_args.no_progress) if progress is None else progress,
         resume=eval_args.resume,
+        norm=eval_args.norm,
     )

@@ -41,7 +41,7 @@ def eval_results_dataset_id(report: dict[str, Any], dataset_id: str | None = Non
 def _task_id(name: str, norm: str, epsilon: float) -> str:
     if name == "clean":
         return "clean"
-    budget = format_epsilon(epsilon).replace("/", "_").replace(" ", "")
+    budget = format_epsilon(epsilon, norm).replace("/", "_").replace(" ", "")
     return f"{name}-{norm.lower()}-eps{budget}"
 
 
@@ -55,7 +55,7 @@ def _notes(name: str, entry: dict[str, Any], report: dict[str, Any]) -> str:
     if name == "clean":
         return f"Clean accuracy (fraction) on {images}; {pixels}; mimir_hf {version}."
     parts = [f"{attack_display_name(name, entry)} robust accuracy (fraction; correct clean and under attack)",
-             f"{norm_text} ε = {format_epsilon(entry.get('epsilon', threat.get('epsilon')))}", images, pixels]
+             f"{norm_text} ε = {format_epsilon(entry.get('epsilon', threat.get('epsilon')), norm)}", images, pixels]
     if entry.get("steps"):
         parts.append(f"{entry['steps']} steps, step size {entry.get('step_size'):.6g}, {entry.get('restarts', 1)} restart(s)")
     if name == "autoattack":
@@ -93,7 +93,7 @@ def eval_result_entries(
         )
     worst = report.get("worst_case")
     if worst and worst.get("accuracy") is not None:
-        task = f"worst-case-{norm.lower()}-eps{format_epsilon(epsilon).replace('/', '_')}"
+        task = f"worst-case-{norm.lower()}-eps{format_epsilon(epsilon, norm).replace('/', '_')}"
         entries[f"{task}.yaml"] = EvalResultEntry(
             dataset_id=dataset, task_id=task, value=worst["accuracy"],
             notes=f"Per-image worst case over {', '.join(worst.get('attacks', []))} (fraction correct under every "
