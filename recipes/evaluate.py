@@ -72,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(report.format_table())
     print(f"\nReport written to {output_dir / 'robustness.json'}")
+    if eval_args.corruptions_dataset:
+        from mimir_hf.evaluation.corruptions import evaluate_corruptions
+
+        corrupted = evaluate_corruptions(
+            eval_args.model_name_or_path, eval_args.corruptions_dataset, split=eval_args.corruptions_split,
+            dataset_config=eval_args.corruptions_config, corruption_column=eval_args.corruption_column,
+            severity_column=eval_args.severity_column, image_size=data_args.image_size, batch_size=eval_args.batch_size,
+            device=eval_args.device, output_dir=output_dir, progress=not eval_args.no_progress,
+        )
+        print("\n" + corrupted.format_table())
+        print(f"Corruption results written to {output_dir / 'corruptions.json'}")
     if eval_args.protocol == "robustbench":
         submission = write_robustbench_submission(
             output_dir / "robustness.json", output_dir, robustbench_args, _model_config(eval_args.model_name_or_path)

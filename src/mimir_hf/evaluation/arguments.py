@@ -73,6 +73,17 @@ class EvaluationArguments:
         default=False, metadata={"help": "Exit with status 3 when a gradient-masking check fails."}
     )
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    corruptions_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also measure accuracy per corruption and severity on this data set (e.g. a CIFAR-10-C copy on the "
+            "Hub) with columns image, label, corruption, severity; writes corruptions.json."
+        },
+    )
+    corruptions_config: str | None = field(default=None, metadata={"help": "Config name of corruptions_dataset."})
+    corruptions_split: str = field(default="test", metadata={"help": "Split of corruptions_dataset."})
+    corruption_column: str = field(default="corruption", metadata={"help": "Column naming each image's corruption."})
+    severity_column: str = field(default="severity", metadata={"help": "Column holding each image's severity (1-5)."})
     resume: bool = field(
         default=True,
         metadata={
