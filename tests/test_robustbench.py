@@ -213,21 +213,10 @@ def test_the_protocol_refuses_explicit_values_that_break_it(changes, message) ->
 @pytest.mark.slow
 def test_recipe_protocol_robustbench_on_builtin_digits(tmp_path) -> None:
     """The quickstart path: `--protocol robustbench` on the digits gives a schema-valid JSON marked not an entry."""
-    import importlib.util
-    from pathlib import Path
+    from test_evaluation_recipe import digits_checkpoint, load_recipe
 
-    import torch
-    from transformers import ViTConfig, ViTForImageClassification
-
-    torch.manual_seed(0)
-    names = {i: str(i) for i in range(10)}
-    config = ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, num_labels=10, id2label=names, label2id={v: k for k, v in names.items()})
-    ViTForImageClassification(config).save_pretrained(tmp_path / "ckpt")
-    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", recipe_path)
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    digits_checkpoint(tmp_path / "ckpt")
+    recipe = load_recipe()
     out = tmp_path / "rb"
     code = recipe.main(["--protocol", "robustbench", "--model_name_or_path", str(tmp_path / "ckpt"),
                         "--output_dir", str(out), "--max_eval_samples", "8", "--no_progress", "true"])
