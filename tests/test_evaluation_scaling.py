@@ -225,6 +225,23 @@ def test_state_of_another_evaluation_is_refused(tmp_path) -> None:
     assert "pgd-3" in report.results
 
 
+def test_a_model_retrained_in_place_does_not_inherit_the_state(tmp_path) -> None:
+    """Same path, same settings, new weights: the finished batches belong to the old weights and are refused."""
+    model = tiny_vit()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    common = dict(labels=torch.zeros(6, dtype=torch.long), attacks=["clean"], epsilon_sweep=(), batch_size=3,
+                  output_dir=tmp_path / "eval", progress=False, plot=False)
+    evaluate_robustness(str(folder), x, **common)
+    evaluate_robustness(str(folder), x, **common)  # unchanged: resumes (nothing left to do)
+    with torch.no_grad():
+        model.classifier.bias.add_(1.0)
+    model.save_pretrained(folder)
+    with pytest.raises(StateMismatchError, match="weights"):
+        evaluate_robustness(str(folder), x, **common)
+
+
 def test_a_torn_batch_file_is_recomputed(tmp_path) -> None:
     model = tiny_vit()
     x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3))

@@ -224,13 +224,27 @@ def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) 
     return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
 
 
+def _weights_fingerprint(module: nn.Module) -> str:
+    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
+    finished batches of its predecessor (its path alone would match)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _state_description(
-    model_name: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
+    model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
 ) -> dict[str, Any]:
     """What decides every batch's result: a resumed run must match it exactly."""
     runtime = {"note", "attacks_run", "mi_dropped_steps"}
     return {
         "model": model_name,
+        "weights": weights,
         "dataset": data.source_name,
         "split": split,
         "num_samples": len(data),
@@ -475,7 +489,7 @@ def evaluate_robustness(
         out.mkdir(parents=True, exist_ok=True)
         state = EvaluationState(
             out / STATE_DIRNAME,
-            _state_description(model_name, evaluation_data, split, specs, batch_size, seed),
+            _state_description(model_name, _weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, seed),
             resume=resume,
         )
     mine = shard.batches(len(batches))
