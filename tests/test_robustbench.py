@@ -7,6 +7,7 @@ import ast
 import hashlib
 import io
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -231,3 +232,47 @@ def test_recipe_protocol_robustbench_on_builtin_digits(tmp_path) -> None:
     assert info["footnote"].startswith(NOT_AN_ENTRY)
     assert info["clean_acc"] == f"{100 * report['attacks']['clean']['accuracy']:.2f}"
     assert (out / "robustbench_submission.md").read_text().startswith(f"> **{NOT_AN_ENTRY}.**")
+
+
+@pytest.mark.slow
+def test_recipe_protocol_robustbench_on_an_imagenet_folder_uses_the_listed_images(tmp_path) -> None:
+    """ImageNet: the images are the ones the list names, found by file name, in the list's order."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from test_evaluation_recipe import load_recipe
+    from test_evaluation_scaling import tiny_vit
+
+    root = tmp_path / "imagenet"
+    names = []
+    for index in range(1, 10):
+        synset = f"n0{index % 3}"
+        name = f"ILSVRC2012_val_{index:08d}.JPEG"
+        (root / "validation" / synset).mkdir(parents=True, exist_ok=True)
+        pixels = np.random.default_rng(index).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        PILImage.fromarray(pixels).save(root / "validation" / synset / name, format="JPEG")
+        names.append(f"{synset}/{name}")
+    listed = [names[7], names[2], names[4], names[0]]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(listed) + "\n")
+    tiny_vit().save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "rb"
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "evaluate_robustbench_imagenet.yaml"
+    code = load_recipe().main([
+        "--config", str(config), "--model_name_or_path", str(tmp_path / "ckpt"), "--dataset", str(root),
+        "--output_dir", str(out), "--imagenet_ids_file", str(ids), "--robustbench_name", "Tiny", "--batch_size", "2",
+        "--no_progress", "true",
+    ])
+    assert code == 0
+    report = json.loads((out / "robustness.json").read_text())
+    assert report["num_samples"] == 4 and report["threat_model"]["epsilon"] == pytest.approx(4 / 255)
+    from datasets import Image, load_dataset
+
+    folder = load_dataset("imagefolder", data_dir=str(root), split="validation").shuffle(seed=0)  # as mimir_hf.data reads it
+    files = [Path(p["path"]).name for p in folder.cast_column("image", Image(decode=False))["image"]]
+    with np.load(out / "per_sample.npz") as per_sample:
+        evaluated = [files[i] for i in per_sample["indices"]]
+    assert evaluated == [Path(entry).name for entry in listed]
+    info = json.loads((out / "model_info" / "imagenet" / "Linf" / "Tiny.json").read_text())
+    assert validate_model_info(info) == [] and info["eps"] == "4/255"
+    assert "4 images evaluated; RobustBench uses 5000" in info["footnote"]
