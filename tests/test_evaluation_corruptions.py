@@ -101,3 +101,35 @@ def test_a_corruption_set_from_disk_keeps_its_columns(tmp_path) -> None:
     assert report.accuracy("brightness", 3) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="has no column 'level'"):
         sources._normalise_columns(loaded, "img", None, "c10c", ("corruption", "level"))
+
+
+def test_recipe_flag_reads_a_hub_style_corruption_set(tmp_path, monkeypatch) -> None:
+    """`recipes/evaluate.py --corruptions_dataset <id>`: the Hub loader is replaced by the in-memory set (no
+    network in tests); the rest (column checks, keep_columns, the files) is the real path."""
+    import datasets
+
+    from test_evaluation_recipe import load_recipe
+
+    model = tiny_vit()
+    model.save_pretrained(tmp_path / "ckpt")
+    hub_copy = corruption_set(model)
+    requested = []
+
+    def fake_load_dataset(name, config=None, split=None, **kwargs):
+        requested.append((name, config, split))
+        return hub_copy
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    x = torch.rand(4, 3, 16, 16)
+    out = tmp_path / "eval"
+    np.savez(tmp_path / "test.npz", images=(x.permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8), labels=np.zeros(4))
+    code = load_recipe().main([
+        "--model_name_or_path", str(tmp_path / "ckpt"), "--dataset", str(tmp_path / "test.npz"), "--output_dir", str(out),
+        "--attacks", "clean", "--epsilon_sweep", "2/255", "--sweep_attack", "pgd-1", "--no_progress", "true",
+        "--corruptions_dataset", "someone/cifar10-c", "--corruptions_split", "test",
+    ])
+    assert code in (0, 3)
+    assert requested == [("someone/cifar10-c", None, "test")]
+    data = json.loads((out / "corruptions.json").read_text())
+    assert data["dataset"] == "someone/cifar10-c" and data["num_samples"] == 24
+    assert data["accuracy"]["gaussian_noise"]["3"] == pytest.approx(RIGHT[("gaussian_noise", 3)] / 6)
