@@ -23,7 +23,11 @@ from pathlib import Path
 from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, evaluate_from_args
-from mimir_hf.evaluation.robustbench import RobustBenchArguments, write_robustbench_submission
+from mimir_hf.evaluation.robustbench import (
+    RobustBenchArguments,
+    write_robustbench_corruptions_info,
+    write_robustbench_submission,
+)
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_quickstart.yaml"
 ROBUSTBENCH_QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_robustbench_quickstart.yaml"
@@ -93,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Left for you to fill in (only the authors know them): {', '.join(submission.missing)}")
         if submission.problems:
             print(f"NOT A ROBUSTBENCH ENTRY: {'; '.join(submission.problems)}")
+        if eval_args.corruptions_dataset:
+            corrupted_info = write_robustbench_corruptions_info(
+                output_dir / "corruptions.json", output_dir / "robustness.json", output_dir, robustbench_args,
+                _model_config(eval_args.model_name_or_path),
+            )
+            print(f"RobustBench corruptions ModelInfo: {corrupted_info.paths['model_info']}")
+            if corrupted_info.problems:
+                print(f"NOT A ROBUSTBENCH ENTRY (corruptions): {'; '.join(corrupted_info.problems)}")
     if eval_args.fail_on_check and report.failed_checks:
         names = ", ".join(c.name for c in report.failed_checks)
         print(f"error: gradient-masking check(s) failed: {names}", file=sys.stderr)

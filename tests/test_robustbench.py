@@ -276,3 +276,31 @@ def test_recipe_protocol_robustbench_on_an_imagenet_folder_uses_the_listed_image
     info = json.loads((out / "model_info" / "imagenet" / "Linf" / "Tiny.json").read_text())
     assert validate_model_info(info) == [] and info["eps"] == "4/255"
     assert "4 images evaluated; RobustBench uses 5000" in info["footnote"]
+
+
+def _full_cifar10c(mean: float) -> dict:
+    from mimir_hf.evaluation.corruptions import CIFAR10C_CORRUPTIONS
+
+    return {"mean_accuracy": mean,
+            "num_images": {c: {str(s): 10_000 for s in range(1, 6)} for c in CIFAR10C_CORRUPTIONS}}
+
+
+def test_corruptions_model_info(tmp_path) -> None:
+    from mimir_hf.evaluation.robustbench import (
+        CORRUPTIONS_MODEL_INFO_FIELDS,
+        CORRUPTIONS_MODEL_INFO_SCHEMA,
+        write_robustbench_corruptions_info,
+    )
+
+    arguments = RobustBenchArguments(robustbench_name="X")
+    entry = write_robustbench_corruptions_info(_full_cifar10c(0.7678), cifar_report(), tmp_path, arguments)
+    info = json.loads((tmp_path / "model_info" / "cifar10" / "corruptions" / "X.json").read_text())
+    assert list(info) == list(CORRUPTIONS_MODEL_INFO_FIELDS)
+    assert validate_model_info(info, CORRUPTIONS_MODEL_INFO_SCHEMA) == []
+    assert info["corruptions_acc"] == "76.78" and info["clean_acc"] == "93.12" and info["eps"] is None
+    assert entry.ready and info["footnote"] is None
+    partial = _full_cifar10c(0.5)
+    del partial["num_images"]["fog"]
+    entry = write_robustbench_corruptions_info(partial, cifar_report(), tmp_path, arguments)
+    assert not entry.ready and "5 of the 75 corruption × severity pairs" in entry.model_info["footnote"]
+    assert validate_model_info(dict(info, eps="8/255"), CORRUPTIONS_MODEL_INFO_SCHEMA) == ["'eps' must be null, got str"]

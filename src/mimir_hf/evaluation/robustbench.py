@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CORRUPTIONS_MODEL_INFO_FIELDS",
+    "CORRUPTIONS_MODEL_INFO_SCHEMA",
     "MODEL_INFO_FIELDS",
     "MODEL_INFO_SCHEMA",
     "NOT_AN_ENTRY",
@@ -38,6 +40,7 @@ __all__ = [
     "protocol_problems",
     "robustbench_dataset",
     "validate_model_info",
+    "write_robustbench_corruptions_info",
     "write_robustbench_submission",
 ]
 
@@ -76,6 +79,20 @@ MODEL_INFO_SCHEMA: dict[str, Any] = {
     },
 }
 logger = logging.getLogger(__name__)
+CORRUPTIONS_MODEL_INFO_FIELDS = tuple(
+    "corruptions_acc" if f == "autoattack_acc" else f for f in MODEL_INFO_FIELDS
+)
+CORRUPTIONS_MODEL_INFO_SCHEMA: dict[str, Any] = {
+    **MODEL_INFO_SCHEMA,
+    "title": "RobustBench ModelInfo, corruptions leaderboard (model_info/<dataset>/corruptions/<Name>.json)",
+    "required": list(CORRUPTIONS_MODEL_INFO_FIELDS),
+    "properties": {
+        **{k: v for k, v in MODEL_INFO_SCHEMA["properties"].items() if k != "autoattack_acc"},
+        "eps": {"type": "null"},
+        "corruptions_acc": {"type": "string", "pattern": _PERCENT},
+    },
+}
+_CIFAR_C_IMAGES_PER_PAIR = 10_000
 # What only the authors know: left null unless given, and listed for the user.
 _USER_FIELDS = ("link", "name", "authors", "venue", "additional_data", "reported")
 _PREPROCESSING_NAMES = {(256, 224): "BicubicRes256Crop224"}
@@ -494,3 +511,60 @@ def write_robustbench_submission(
         model_info=info, ready=not problems, problems=problems, missing=missing,
         paths={"model_info": info_path, "submission": text_path, "model_zoo": zoo_path},
     )
+
+
+def write_robustbench_corruptions_info(
+    corruptions: dict[str, Any] | str | Path,
+    report: dict[str, Any] | str | Path,
+    output_dir: str | Path,
+    arguments: RobustBenchArguments | None = None,
+    model_config: dict[str, Any] | None = None,
+) -> RobustBenchSubmission:
+    """`model_info/<dataset>/corruptions/<Name>.json` from corruptions.json (the corrupted accuracy) and
+    robustness.json (the clean accuracy on the clean test set). A set that is not the full CIFAR-10-C/100-C
+    (15 corruptions × 5 severities × 10,000 images) is marked NOT A ROBUSTBENCH ENTRY."""
+    from .corruptions import CIFAR10C_CORRUPTIONS
+
+    def load(value: Any, filename: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        path = Path(value)
+        return json.loads((path / filename if path.is_dir() else path).read_text(encoding="utf-8"))
+
+    corruptions, report = load(corruptions, "corruptions.json"), load(report, "robustness.json")
+    arguments = arguments or RobustBenchArguments()
+    clean = report.get("attacks", {}).get("clean")
+    if clean is None:
+        raise ValueError("The clean accuracy comes from robustness.json, which has no 'clean' entry.")
+    dataset = robustbench_dataset(report.get("dataset"))
+    problems = []
+    if dataset not in ("cifar10", "cifar100"):
+        problems.append(f"{report.get('dataset')!r} is not CIFAR-10/100 (RobustBench's CIFAR corruption leaderboards)")
+    elif report.get("num_samples") != ROBUSTBENCH_NUM_IMAGES[dataset]:
+        problems.append(f"clean accuracy on {report.get('num_samples')} images; RobustBench uses {ROBUSTBENCH_NUM_IMAGES[dataset]}")
+    missing_pairs = [
+        f"{c}@{s}" for c in CIFAR10C_CORRUPTIONS for s in range(1, 6)
+        if corruptions.get("num_images", {}).get(c, {}).get(str(s)) != _CIFAR_C_IMAGES_PER_PAIR
+    ]
+    if missing_pairs:
+        problems.append(f"{len(missing_pairs)} of the 75 corruption × severity pairs lack their 10,000 images "
+                        f"(e.g. {', '.join(missing_pairs[:3])})")
+    name = _entry_name(arguments, report)
+    folder = dataset or re.sub(r"[^a-z0-9_-]+", "-", str(report.get("dataset")).lower()).strip("-")
+    info = {
+        "link": arguments.paper_link, "name": arguments.paper_title, "authors": arguments.paper_authors,
+        "additional_data": arguments.additional_data, "number_forward_passes": 1, "dataset": folder,
+        "venue": arguments.venue, "architecture": arguments.architecture or _architecture(model_config), "eps": None,
+        "clean_acc": _percent(clean["accuracy"]), "reported": arguments.reported_accuracy,
+        "corruptions_acc": _percent(corruptions["mean_accuracy"]),
+        "footnote": (f"{NOT_AN_ENTRY}: " + "; ".join(problems) + ".") if problems else None,
+    }
+    invalid = validate_model_info(info, CORRUPTIONS_MODEL_INFO_SCHEMA)
+    if invalid:  # pragma: no cover - the values above are valid by construction
+        raise ValueError(f"The corruptions ModelInfo is invalid: {invalid}")
+    path = Path(output_dir) / "model_info" / folder / "corruptions" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    missing = [key for key in _USER_FIELDS if info[key] is None]
+    return RobustBenchSubmission(model_info=info, ready=not problems, problems=problems, missing=missing,
+                                 paths={"model_info": path})
