@@ -484,6 +484,7 @@ def evaluate_robustness(
 
     out = Path(output_dir) if output_dir is not None else None
     batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
+    mine = shard.batches(len(batches))
     state = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -491,8 +492,8 @@ def evaluate_robustness(
             out / STATE_DIRNAME,
             _state_description(model_name, _weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, seed),
             resume=resume,
+            owned=mine,
         )
-    mine = shard.batches(len(batches))
     records: dict[int, BatchRecord] = {}
     for index in mine:
         record = state.load(index) if state is not None else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,11 @@ class BatchRecord:
 class EvaluationState:
     """The batch files of one evaluation under `<output_dir>/eval_state/`."""
 
-    def __init__(self, directory: str | Path, description: dict[str, Any], *, resume: bool = True) -> None:
+    def __init__(
+        self, directory: str | Path, description: dict[str, Any], *, resume: bool = True, owned: Sequence[int] | None = None
+    ) -> None:
+        """`owned`: the batches this process evaluates; `resume=False` discards only those (under sharding the
+        other processes' files are theirs to discard), or every batch file when None."""
         self.directory = Path(directory)
         self.key = fingerprint(description)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -84,8 +89,9 @@ class EvaluationState:
                     "to discard that state and start over."
                 )
         elif not resume:
-            for path in self.directory.glob("batch_*.json"):
-                path.unlink()
+            paths = self.directory.glob("batch_*.json") if owned is None else (self.path(i) for i in owned)
+            for path in paths:
+                path.unlink(missing_ok=True)
         _atomic_write(manifest, {"fingerprint": self.key, "description": description})
 
     def path(self, index: int) -> Path:
