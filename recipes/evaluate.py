@@ -16,20 +16,49 @@ shows the traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, evaluate_from_args
+from mimir_hf.evaluation.robustbench import (
+    RobustBenchArguments,
+    write_robustbench_corruptions_info,
+    write_robustbench_submission,
+)
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_quickstart.yaml"
+ROBUSTBENCH_QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_robustbench_quickstart.yaml"
 QUICKSTART_MODEL = "outputs/quickstart-finetune"
 CHECK_FAILED_EXIT_CODE = 3
 
 
+def _asks_for_robustbench(argv: list[str]) -> bool:
+    for i, token in enumerate(argv):
+        if token == "--protocol" and i + 1 < len(argv):
+            return argv[i + 1] == "robustbench"
+        if token == "--protocol=robustbench":
+            return True
+    return False
+
+
+def _model_config(path: str) -> dict | None:
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(path).to_dict()
+    except (OSError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    eval_args, data_args = parse_recipe_args((EvaluationArguments, DataArguments), argv, default_config=QUICKSTART)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    default = ROBUSTBENCH_QUICKSTART if _asks_for_robustbench(argv) else QUICKSTART
+    eval_args, data_args, robustbench_args = parse_recipe_args(
+        (EvaluationArguments, DataArguments, RobustBenchArguments), argv, default_config=default
+    )
     if eval_args.model_name_or_path == QUICKSTART_MODEL and not Path(QUICKSTART_MODEL).is_dir():
         raise FileNotFoundError(
             f"The quickstart classifier {QUICKSTART_MODEL!r} does not exist (looked in {Path.cwd()}). Run the "
@@ -38,11 +67,44 @@ def main(argv: list[str] | None = None) -> int:
             "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
-    save_recipe_config(output_dir, eval_args, data_args)
+    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0 writes and prints
+    if main_process:
+        save_recipe_config(output_dir, eval_args, data_args, robustbench_args)
 
-    report = evaluate_from_args(eval_args, data_args)
+    report = evaluate_from_args(eval_args, data_args, robustbench_args=robustbench_args)
+    if not main_process:
+        return 0
     print(report.format_table())
     print(f"\nReport written to {output_dir / 'robustness.json'}")
+    if eval_args.corruptions_dataset:
+        from mimir_hf.evaluation.corruptions import evaluate_corruptions
+
+        corrupted = evaluate_corruptions(
+            eval_args.model_name_or_path, eval_args.corruptions_dataset, split=eval_args.corruptions_split,
+            dataset_config=eval_args.corruptions_config, corruption_column=eval_args.corruption_column,
+            severity_column=eval_args.severity_column, image_size=data_args.image_size, batch_size=eval_args.batch_size,
+            device=eval_args.device, output_dir=output_dir, progress=not eval_args.no_progress,
+        )
+        print("\n" + corrupted.format_table())
+        print(f"Corruption results written to {output_dir / 'corruptions.json'}")
+    if eval_args.protocol == "robustbench":
+        submission = write_robustbench_submission(
+            output_dir / "robustness.json", output_dir, robustbench_args, _model_config(eval_args.model_name_or_path)
+        )
+        print(f"RobustBench ModelInfo: {submission.paths['model_info']}")
+        print(f"Submission draft: {submission.paths['submission']}; model-zoo entry: {submission.paths['model_zoo']}")
+        if submission.missing:
+            print(f"Left for you to fill in (only the authors know them): {', '.join(submission.missing)}")
+        if submission.problems:
+            print(f"NOT A ROBUSTBENCH ENTRY: {'; '.join(submission.problems)}")
+        if eval_args.corruptions_dataset:
+            corrupted_info = write_robustbench_corruptions_info(
+                output_dir / "corruptions.json", output_dir / "robustness.json", output_dir, robustbench_args,
+                _model_config(eval_args.model_name_or_path),
+            )
+            print(f"RobustBench corruptions ModelInfo: {corrupted_info.paths['model_info']}")
+            if corrupted_info.problems:
+                print(f"NOT A ROBUSTBENCH ENTRY (corruptions): {'; '.join(corrupted_info.problems)}")
     if eval_args.fail_on_check and report.failed_checks:
         names = ", ".join(c.name for c in report.failed_checks)
         print(f"error: gradient-masking check(s) failed: {names}", file=sys.stderr)

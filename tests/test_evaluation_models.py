@@ -60,8 +60,13 @@ def test_autoattack_standard_on_a_tiny_vit(tmp_path) -> None:
         progress=False, plot=False,
     )
     log = (tmp_path / "autoattack.log").read_text()
-    assert "using standard version including apgd-ce, apgd-t, fab-t, square" in log
+    # the cascade runs one component at a time (so that each one's breaks and time are measured)
+    for component in ("apgd-ce", "apgd-t", "fab-t", "square"):
+        assert f"using standard version including {component}." in log
     assert "robust accuracy after APGD-CE" in log
+    components = report.results["autoattack"].extra["components"]
+    assert [c["name"] for c in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert components[-1]["robust_accuracy_after"] == pytest.approx(report.accuracy("autoattack"))
     assert report.accuracy("autoattack") <= report.accuracy("pgd-20")
     assert {c.name: c.passed for c in report.checks}["autoattack_at_most_pgd"]
 

@@ -22,12 +22,18 @@ def load_recipe():
     return module
 
 
-def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
+def digits_checkpoint(folder: Path) -> Path:
+    """An untrained tiny ViT with the digits' ten class names, saved as a checkpoint the recipe loads."""
     torch.manual_seed(0)
     names = {i: str(i) for i in range(10)}
     config = ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                        intermediate_size=32, num_labels=10, id2label=names, label2id={v: k for k, v in names.items()})
-    ViTForImageClassification(config).save_pretrained(tmp_path / "ckpt")
+    ViTForImageClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
+    digits_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "eval"
     code = load_recipe().main([
         "--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(out), "--max_eval_samples", "12",

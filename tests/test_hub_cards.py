@@ -302,3 +302,23 @@ def test_publish_recipe_dry_run_writes_the_card(classifier, tmp_path, monkeypatc
         config = tmp_path / "bad.yaml"
         config.write_text("repo_idd: org/x\n")
         recipe.main(["--config", str(config)])
+
+
+def test_an_l2_card_labels_its_threat_model(classifier):
+    """An L2 report's card says L2 and states the radius as a radius, never as k/255."""
+    report = _report(classifier)
+    report["threat_model"].update(norm="L2", epsilon=0.5)
+    for name, entry in report["attacks"].items():
+        if name != "clean" and "@" not in name:
+            entry["epsilon"] = 0.5
+    report["attacks"] = {k: v for k, v in report["attacks"].items() if "@" not in k}
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    card = build_model_card(classifier, repo_id="org/x")
+    text = str(card)
+    assert "| Norm | L2 |" in text and "| Budget ε | 0.5 (= 0.5) |" in text
+    assert "bounds the Euclidean norm" in text and "L2 perturbations of at most" in text
+    assert "127.5/255" not in text and "L∞" not in text.split("## Limitations")[1].split("\n")[2]
+    names = {r.metric_config: r.metric_name for r in card.data.eval_results}
+    assert names["autoattack"].endswith("(L2, ε=0.5)")
+    assert {r.metric_config: r.metric_args["norm"] for r in card.data.eval_results if r.metric_config != "clean"} == {
+        "pgd-20": "L2", "pgd-100": "L2", "autoattack": "L2"}

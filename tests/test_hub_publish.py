@@ -119,6 +119,35 @@ ONLINE_CLIENT = textwrap.dedent(
         return {"class": type(encoder).__name__, "attack_epsilon": getattr(encoder.config, "attack_epsilon", None),
                 "architectures": config["architectures"]}
 
+    @step("eval_results_round_trip")
+    def _():
+        # the same classifier, its report now naming a Hub dataset: the .eval_results files go up with it
+        import shutil
+        from huggingface_hub import parse_eval_result_entries
+        import yaml
+        folder = os.path.join(os.path.dirname(args["out"]), "classifier-hub-dataset")
+        shutil.copytree(args["classifier"], folder)
+        report_path = os.path.join(folder, "robustness.json")
+        report = json.load(open(report_path))
+        report["dataset"] = "uoft-cs/cifar10"
+        json.dump(report, open(report_path, "w"))
+        repo = args["classifier_repo"] + "-evals"
+        first = publish_checkpoint(folder, repo)
+        def read_back():
+            files = sorted(f for f in api.list_repo_files(repo) if f.startswith(".eval_results/"))
+            entries = {}
+            for name in files:
+                (entry,) = parse_eval_result_entries(yaml.safe_load(open(hf_hub_download(repo, name)).read()))
+                entries[name] = {"dataset_id": entry.dataset_id, "task_id": entry.task_id, "value": entry.value,
+                                 "notes": entry.notes, "source_url": entry.source_url}
+            return entries
+        before = read_back()
+        del report["attacks"]["pgd-100"]  # a new report without one attack: its file must go
+        json.dump(report, open(report_path, "w"))
+        second = publish_checkpoint(folder, repo)
+        return {"report": report, "first_files": first.files, "before": before, "after": read_back(),
+                "deleted": second.deleted, "endpoint": os.environ["HF_ENDPOINT"]}
+
     @step("stale_weights_removed")
     def _():
         api.upload_file(path_or_fileobj=b"old shard", path_in_repo="model-00001-of-00002.safetensors",
@@ -290,6 +319,29 @@ def test_from_pretrained_and_pipeline_match_the_model_before_upload(published):
     pre = _ok(published["online"], "load_pretraining")
     assert pre["class"] == "ViTMAEModel" and abs(pre["attack_epsilon"] - 8 / 255) < 1e-12
     assert pre["architectures"] == ["ViTMAEForPreTraining"]  # rewritten from the subclass' name
+
+
+def test_eval_results_files_go_through_the_real_client(published):
+    value = _ok(published["online"], "eval_results_round_trip")
+    report = value["report"]
+    before, after = value["before"], value["after"]
+    assert ".eval_results/autoattack-linf-eps8_255.yaml" in value["first_files"]
+    # one file per score: clean, each attack at the headline budget (PGD-100 before its removal), worst case
+    assert ".eval_results/pgd-100-linf-eps8_255.yaml" in before and ".eval_results/pgd-100-linf-eps8_255.yaml" not in after
+    assert value["deleted"] == [".eval_results/pgd-100-linf-eps8_255.yaml"]
+    assert set(after) == {".eval_results/clean.yaml", ".eval_results/pgd-20-linf-eps8_255.yaml",
+                          ".eval_results/autoattack-linf-eps8_255.yaml", ".eval_results/worst-case-linf-eps8_255.yaml"}
+    assert all(e["dataset_id"] == "uoft-cs/cifar10" for e in after.values())
+    by_task = {e["task_id"]: e for e in after.values()}
+    for name, entry in report["attacks"].items():
+        if "@" in name:
+            assert not any(task.startswith(name.split("@")[0] + "@") for task in by_task)
+            continue
+        task = "clean" if name == "clean" else f"{name}-linf-eps8_255"
+        assert by_task[task]["value"] == entry["accuracy"]  # verbatim from robustness.json
+    assert by_task["worst-case-linf-eps8_255"]["value"] == report["worst_case"]["accuracy"]
+    assert "L∞ ε = 8/255" in by_task["autoattack-linf-eps8_255"]["notes"]
+    assert by_task["clean"]["source_url"] == f"{value['endpoint']}/{CLASSIFIER_REPO}-evals/blob/main/robustness.json"
 
 
 def test_stale_weight_files_are_removed_in_the_same_commit(published):

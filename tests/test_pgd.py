@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mimir_hf.attacks import cross_entropy_objective, pgd, project_linf
+from mimir_hf.attacks import cross_entropy_objective, pgd, project_l2, project_linf
 
 
 class TwoClassLinear(nn.Module):
@@ -46,9 +46,15 @@ def test_projection_is_the_nearest_point_of_ball_and_box():
     torch.testing.assert_close(project_linf(candidate.clone(), x, 0.1), torch.tensor([[0.0, 0.6, 1.0, 0.0]]))
 
 
+# The dual norm of the threat model's ball: the most a perturbation of size ε can move w·x is ε‖w‖_dual.
+DUAL = {"Linf": lambda w: w.abs().sum(), "L2": lambda w: w.norm()}
+
+
+@pytest.mark.parametrize("norm, max_epsilon, steps, atol", [("Linf", 0.1, 3, 1e-5), ("L2", 0.25, 30, 1e-4)])
 @pytest.mark.parametrize("seed", range(3))
-def test_linear_two_class_matches_closed_form_worst_case(seed):
-    """For f(x) = w·x + b the worst L∞ perturbation lowers the margin by exactly ε‖w₁ − w₀‖₁."""
+def test_linear_two_class_matches_closed_form_worst_case(seed, norm, max_epsilon, steps, atol):
+    """For f(x) = w·x + b the worst perturbation lowers the margin by exactly ε‖w₁ − w₀‖ in the dual norm
+    (‖·‖₁ for L∞, ‖·‖₂ for L2). L2 steps converge on the direction geometrically, hence more of them."""
     generator = torch.Generator().manual_seed(seed)
     dim = 20
     model = TwoClassLinear(dim, generator).eval()
@@ -59,21 +65,22 @@ def test_linear_two_class_matches_closed_form_worst_case(seed):
         logits = model(x)
     labels = logits.argmax(1)
     delta_w = model.linear.weight[1] - model.linear.weight[0]
+    dual = DUAL[norm](delta_w)
     sign = torch.where(labels == 1, 1.0, -1.0)
     margins = sign * (logits[:, 1] - logits[:, 0])
-    ratios = (margins / delta_w.abs().sum()).sort().values
-    epsilon = min(0.1, (ratios[127] + ratios[128]).item() / 2)  # about half robust, no point on the boundary
-    expected_robust = (margins > epsilon * delta_w.abs().sum()).float().mean()
+    ratios = (margins / dual).sort().values
+    epsilon = min(max_epsilon, (ratios[127] + ratios[128]).item() / 2)  # about half robust, no point on the boundary
+    expected_robust = (margins > epsilon * dual).float().mean()
 
     adversarial = pgd(cross_entropy_objective(model, labels), x.view(256, 1, 1, dim), epsilon=epsilon,
-                      step_size=epsilon, steps=3, random_start=True, generator=generator)
+                      step_size=epsilon, steps=steps, random_start=True, generator=generator, norm=norm)
     with torch.no_grad():
         adv_logits = model(adversarial)
         robust = (adv_logits.argmax(1) == labels).float().mean()
         adv_margins = sign * (adv_logits[:, 1] - adv_logits[:, 0])
     assert 0 < expected_robust < 1
     assert robust == expected_robust
-    torch.testing.assert_close(adv_margins, margins - epsilon * delta_w.abs().sum(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(adv_margins, margins - epsilon * dual, atol=atol, rtol=0)
 
 
 def test_attack_leaves_parameter_grads_and_modes_alone():
@@ -171,3 +178,36 @@ def test_gaussian_start_is_trades_start():
     assert abs((uniform - clean).std().item() - (8 / 255) / 3**0.5) < 1e-3
     with pytest.raises(ValueError, match="start must be"):
         pgd(never_called, clean, epsilon=8 / 255, step_size=0.0, steps=0, start="normal")
+
+
+# ------------------------------------------------------------------------------------------------ L2
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), epsilon=st.sampled_from([0.0, 0.1, 0.5, 2.0]), steps=st.integers(0, 4),
+       random_start=st.booleans())
+def test_l2_output_stays_in_the_ball_and_the_box(seed, epsilon, steps, random_start):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 3, 5, 5, generator=generator)
+    w = torch.randn(3 * 5 * 5, generator=generator)
+    adversarial = pgd(lambda z: (z.flatten(1) @ w) ** 2, x, epsilon=epsilon, step_size=epsilon / 2 + 0.01, steps=steps,
+                      random_start=random_start, generator=generator, norm="L2")
+    assert ((adversarial - x).flatten(1).norm(dim=1) <= epsilon + 1e-5).all()
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    if epsilon == 0:
+        assert torch.equal(adversarial, x)
+
+
+def test_l2_projection_scales_onto_the_sphere_and_clips():
+    x = torch.full((2, 4), 0.5)
+    candidate = x + torch.tensor([[0.3, 0.4, 0.0, 0.0], [0.03, 0.04, 0.0, 0.0]])
+    projected = project_l2(candidate.clone(), x, 0.25)
+    torch.testing.assert_close(projected[0], torch.tensor([0.65, 0.7, 0.5, 0.5]))  # 0.5-long step scaled to 0.25
+    torch.testing.assert_close(projected[1], candidate[1])  # already inside: unchanged
+    near_edge = project_l2(torch.tensor([[1.2, 0.5]]), torch.tensor([[0.9, 0.5]]), 1.0)
+    torch.testing.assert_close(near_edge, torch.tensor([[1.0, 0.5]]))
+
+
+def test_unknown_norm_is_a_clear_error():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        pgd(lambda z: z.sum((1, 2, 3)), torch.rand(1, 3, 2, 2), epsilon=0.1, step_size=0.1, steps=1, norm="L1")

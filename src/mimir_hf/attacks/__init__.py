@@ -2,11 +2,12 @@
 
 from .apgd import APGD_MOMENTUM, APGDTrace, apgd, apgd_checkpoint_iterations
 from .objectives import LogitsFn, cross_entropy_objective, cw_margin_objective, kl_objective, margin
-from .pgd import GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_linf
+from .pgd import NORMS, GAUSSIAN_START_STD, Objective, frozen_parameters, pgd, preserve_mode, project_l2, project_linf
 
 __all__ = [
     "APGD_MOMENTUM",
     "APGDTrace",
+    "NORMS",
     "GAUSSIAN_START_STD",
     "LogitsFn",
     "Objective",
@@ -19,5 +20,6 @@ __all__ = [
     "margin",
     "pgd",
     "preserve_mode",
+    "project_l2",
     "project_linf",
 ]

@@ -18,7 +18,10 @@ from torch import nn
 
 from ..validation import check_pixel_values
 
-__all__ = ["GAUSSIAN_START_STD", "frozen_parameters", "pgd", "project_linf", "preserve_mode"]
+__all__ = ["GAUSSIAN_START_STD", "NORMS", "frozen_parameters", "pgd", "project_l2", "project_linf", "preserve_mode"]
+
+NORMS = ("Linf", "L2")
+"""The threat models the core attacks in: an L∞ ball (sign steps) or an L2 ball (normalised-gradient steps)."""
 
 GAUSSIAN_START_STD = 0.001
 """Std of TRADES' start x + 0.001 · N(0, 1) (Zhang et al.'s code, which the MIMIR reference reuses)."""
@@ -31,6 +34,42 @@ def project_linf(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float)
     """Project onto {x' : ‖x' − x‖∞ ≤ ε} ∩ [0, 1]^d (the order matters: the box contains x, so clipping last stays inside the ball)."""
     adversarial = torch.max(torch.min(adversarial, clean + epsilon), clean - epsilon)
     return adversarial.clamp_(0.0, 1.0)
+
+
+def project_l2(adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Scale each sample's perturbation back into {x' : ‖x' − x‖₂ ≤ ε}, then clip to [0, 1].
+
+    Clipping after the scaling stays inside the ball: x is in the box, so clipping only moves a
+    coordinate towards x and can only shorten the perturbation.
+    """
+    delta = adversarial - clean
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    factor = (epsilon / norms).clamp(max=1.0).view(-1, *([1] * (clean.ndim - 1)))
+    return (clean + delta * factor).clamp_(0.0, 1.0)
+
+
+def _project(norm: str, adversarial: torch.Tensor, clean: torch.Tensor, epsilon: float) -> torch.Tensor:
+    return project_linf(adversarial, clean, epsilon) if norm == "Linf" else project_l2(adversarial, clean, epsilon)
+
+
+def _ascent_direction(norm: str, gradient: torch.Tensor) -> torch.Tensor:
+    """The steepest-ascent step of unit norm: sign(g) for L∞, g / ‖g‖₂ per sample for L2."""
+    if norm == "Linf":
+        return gradient.sign()
+    norms = gradient.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (gradient.ndim - 1)))
+    return gradient / norms
+
+
+def _uniform_start(norm: str, clean: torch.Tensor, epsilon: float, generator: torch.Generator | None) -> torch.Tensor:
+    """A uniform draw from the ball: per pixel in [−ε, ε] for L∞; for L2 a uniform direction at radius ε·u^(1/d)."""
+    if norm == "Linf":
+        noise = torch.rand(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+        return (2 * noise - 1) * epsilon
+    direction = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
+    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (clean.ndim - 1)))
+    dim = clean[0].numel()
+    radius = torch.rand(clean.shape[0], generator=generator, dtype=clean.dtype, device=clean.device) ** (1.0 / dim)
+    return direction * (epsilon * radius).view(-1, *([1] * (clean.ndim - 1)))
 
 
 @contextlib.contextmanager
@@ -73,10 +112,12 @@ def frozen_parameters(model: nn.Module | None) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
-def _check_budget(epsilon: float, step_size: float, steps: int, restarts: int) -> None:
+def _check_budget(epsilon: float, step_size: float, steps: int, restarts: int, norm: str = "Linf") -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
     if epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0 (an L∞ radius in [0, 1] pixel units), got {epsilon}.")
-    if epsilon > 1:
+        raise ValueError(f"epsilon must be >= 0 (an {norm} radius in [0, 1] pixel units), got {epsilon}.")
+    if norm == "Linf" and epsilon > 1:
         raise ValueError(
             f"epsilon={epsilon} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
             "(8/255 = 0.0314), not 0-255 grey levels."
@@ -122,8 +163,10 @@ def pgd(
     generator: torch.Generator | None = None,
     freeze_parameters: bool = True,
     check_inputs: bool = True,
+    norm: Literal["Linf", "L2"] = "Linf",
 ) -> torch.Tensor:
-    """L∞ PGD in pixel space: x′ ← Π_{B∞(x, ε) ∩ [0,1]}(x′ + α · sign(∇ objective(x′))).
+    """PGD in pixel space: x′ ← Π_{B(x, ε) ∩ [0,1]}(x′ + α · d), with d = sign(∇) for L∞ (the default)
+    and d = ∇ / ‖∇‖₂ for L2.
 
     Args:
         objective: maps a batch `x′` to per-sample losses `(batch,)` to maximise (a scalar is
@@ -151,11 +194,13 @@ def pgd(
             FSDP modules, whose flat parameters must not be touched).
         check_inputs: check that `inputs` lie in [0, 1]. The check reads values back from the
             device (a GPU sync); training loops check each batch once in their collator and pass False.
+        norm: the threat model's ball, "Linf" (ε per pixel) or "L2" (ε on the whole image's Euclidean
+            norm, e.g. 0.5 for CIFAR-10); α is measured in the same norm.
 
     Returns:
         The adversarial batch, detached, with the dtype and device of `inputs`.
     """
-    _check_budget(epsilon, step_size, steps, restarts)
+    _check_budget(epsilon, step_size, steps, restarts, norm)
     if start not in ("uniform", "gaussian"):
         raise ValueError(f"start must be 'uniform' or 'gaussian', got {start!r}.")
     check_pixel_values(inputs, name="inputs", check_range=check_inputs)
@@ -170,13 +215,12 @@ def pgd(
             if random_start and epsilon > 0:
                 if start == "gaussian":
                     noise = torch.randn(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
-                    adversarial = project_linf(clean + GAUSSIAN_START_STD * noise, clean, epsilon)
+                    adversarial = _project(norm, clean + GAUSSIAN_START_STD * noise, clean, epsilon)
                 else:
-                    noise = torch.rand(clean.shape, generator=generator, dtype=clean.dtype, device=clean.device)
-                    adversarial = project_linf(clean + (2 * noise - 1) * epsilon, clean, epsilon)
+                    adversarial = _project(norm, clean + _uniform_start(norm, clean, epsilon, generator), clean, epsilon)
             for _ in range(steps):
                 gradient, _ = _input_gradient(objective, adversarial)
-                adversarial = project_linf(adversarial + step_size * gradient.sign(), clean, epsilon)
+                adversarial = _project(norm, adversarial + step_size * _ascent_direction(norm, gradient), clean, epsilon)
             if restarts == 1:
                 return adversarial.detach()
 

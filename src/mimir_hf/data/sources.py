@@ -14,7 +14,7 @@ transformers' processors do. The two agree for opaque images, which is nearly ev
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from datasets import ClassLabel, Dataset, Features, Image, Value
@@ -62,7 +62,7 @@ def detect_columns(
 
 
 def _normalise_columns(
-    dataset: Dataset, image_column: str | None, label_column: str | None, source: str
+    dataset: Dataset, image_column: str | None, label_column: str | None, source: str, keep_columns: Sequence[str] = ()
 ) -> Dataset:
     image, label = detect_columns(dataset.features, image_column, label_column)
     image_feature = dataset.features[image]
@@ -71,7 +71,10 @@ def _normalise_columns(
             f"Column {image!r} of {source!r} holds {image_feature}, not images. Pass the image column with "
             f"`image_column`; the columns are {list(dataset.features)}."
         )
-    keep = [image] + ([label] if label is not None else [])
+    missing = [c for c in keep_columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{source!r} has no column {', '.join(map(repr, missing))}; its columns are {list(dataset.features)}.")
+    keep = [image] + ([label] if label is not None else []) + [c for c in keep_columns if c not in (image, label)]
     dataset = dataset.select_columns(keep)
     renames = {old: new for old, new in ((image, "image"), (label, "label")) if old is not None and old != new}
     if renames:
@@ -152,12 +155,14 @@ def load_image_dataset(
     label_column: str | None = None,
     require_labels: bool = False,
     max_samples: int | None = None,
+    keep_columns: Sequence[str] = (),
 ) -> Dataset:
     """Load `split` of `source` as a Dataset with columns `image` (RGB PIL) and, when known, `label` (int).
 
     `source` is `builtin:<name>`, a `.npz` file / glob / directory, a local image folder (one
     subfolder per class), or a Hub data set name. `max_samples` keeps the first rows, so the same
-    subset is used every time (image folders are shuffled once with a fixed seed beforehand).
+    subset is used every time (image folders are shuffled once with a fixed seed beforehand). `keep_columns`
+    keeps more columns of a Hub data set or image folder (e.g. `corruption`, `severity`) next to `image`, `label`.
     """
     if source.startswith("builtin:"):
         if source not in BUILTIN_DATASETS:
@@ -166,14 +171,14 @@ def load_image_dataset(
     elif is_npz_source(source):
         dataset = load_npz_dataset(source, split, image_column=image_column, label_column=label_column)
     elif _is_image_folder(source):
-        dataset = _normalise_columns(_load_image_folder(source, split), image_column, label_column, source)
+        dataset = _normalise_columns(_load_image_folder(source, split), image_column, label_column, source, keep_columns)
     elif os.path.exists(source) or source.startswith((".", "/", "~")) or source.endswith(".npz"):
         raise FileNotFoundError(
             f"Cannot read {source!r}: expected a folder of class subfolders with images, or `.npz` files "
             "(a file, a glob such as `data/train_*.npz`, or a directory holding them)."
         )
     else:
-        dataset = _normalise_columns(_load_hub(source, split, config_name), image_column, label_column, source)
+        dataset = _normalise_columns(_load_hub(source, split, config_name), image_column, label_column, source, keep_columns)
 
     if require_labels and "label" not in dataset.column_names:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Robustness evaluation of image classifiers, L∞ in pixel space [0, 1].
+"""Robustness evaluation of image classifiers in pixel space [0, 1]: L∞ or L2 attacks, and common corruptions.
 
 `evaluate_robustness(model, data, attacks=[...])` runs the named attacks (clean, PGD-k, CW-L∞,
 AutoAttack and Square from the authors' `pyautoattack`, and the MIMIR-aware adaptive PGD-MI and
@@ -28,7 +28,9 @@ from .comparison import (
     load_evaluation,
     mcnemar_exact,
 )
+from .corruptions import CorruptionReport, evaluate_corruptions
 from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
+from .robustbench import RobustBenchArguments, write_robustbench_submission
 from .report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
 from .runner import (
@@ -57,6 +59,8 @@ __all__ = [
     "AttackSpec",
     "Check",
     "Comparison",
+    "CorruptionReport",
+    "RobustBenchArguments",
     "ComparisonArguments",
     "EvaluationArguments",
     "EvaluationFolder",
@@ -68,6 +72,7 @@ __all__ = [
     "bootstrap_means",
     "build_attack",
     "compare_evaluations",
+    "evaluate_corruptions",
     "evaluate_from_args",
     "evaluate_robustness",
     "format_comparison_markdown",
@@ -85,4 +90,5 @@ __all__ = [
     "plot_accuracy_vs_epsilon",
     "robust_accuracy_metric_path",
     "run_checks",
+    "write_robustbench_submission",
 ]

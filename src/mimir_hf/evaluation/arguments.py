@@ -14,6 +14,14 @@ __all__ = ["ComparisonArguments", "EvaluationArguments"]
 class EvaluationArguments:
     """What to attack, how hard, and where the report goes. Budgets accept `8/255` or `0.0314`."""
 
+    protocol: str = field(
+        default="custom",
+        metadata={
+            "help": "custom: the attacks you list. robustbench: RobustBench's protocol (clean + AutoAttack standard on "
+            "all CIFAR test images or RobustBench's 5,000 ImageNet images) and a leaderboard submission (ModelInfo "
+            "JSON, [New Model] text, model-zoo entry) next to robustness.json."
+        },
+    )
     model_name_or_path: str = field(
         default="outputs/quickstart-finetune",
         metadata={"help": "Image classifier to evaluate: a directory written by `save_pretrained` or a Hub id."},
@@ -29,7 +37,11 @@ class EvaluationArguments:
             "end in @eps=<v>/255."
         },
     )
-    epsilon: str = field(default="8/255", metadata={"help": "Headline L∞ budget in [0, 1] pixel units (8/255)."})
+    norm: str = field(
+        default="Linf",
+        metadata={"help": "Threat model: Linf (ε per pixel, e.g. 8/255) or L2 (ε on the image's Euclidean norm, e.g. 0.5)."},
+    )
+    epsilon: str = field(default="8/255", metadata={"help": "Headline budget in [0, 1] pixel units (L∞ 8/255, L2 0.5)."})
     step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})
     restarts: int = field(default=1, metadata={"help": "Random restarts of the PGD-family attacks."})
     epsilon_sweep: list[str] = field(
@@ -61,6 +73,24 @@ class EvaluationArguments:
         default=False, metadata={"help": "Exit with status 3 when a gradient-masking check fails."}
     )
     no_progress: bool = field(default=False, metadata={"help": "Hide the progress bars."})
+    corruptions_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also measure accuracy per corruption and severity on this data set (e.g. a CIFAR-10-C copy on the "
+            "Hub) with columns image, label, corruption, severity; writes corruptions.json."
+        },
+    )
+    corruptions_config: str | None = field(default=None, metadata={"help": "Config name of corruptions_dataset."})
+    corruptions_split: str = field(default="test", metadata={"help": "Split of corruptions_dataset."})
+    corruption_column: str = field(default="corruption", metadata={"help": "Column naming each image's corruption."})
+    severity_column: str = field(default="severity", metadata={"help": "Column holding each image's severity (1-5)."})
+    resume: bool = field(
+        default=True,
+        metadata={
+            "help": "Continue an interrupted evaluation from the batches kept in <output_dir>/eval_state/ (false: "
+            "discard them and start over)."
+        },
+    )
     num_threads: int | None = field(
         default=None,
         metadata={
@@ -70,17 +100,21 @@ class EvaluationArguments:
     )
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("custom", "robustbench"):
+            raise ValueError(f"protocol must be 'custom' or 'robustbench', got {self.protocol!r}.")
         if isinstance(self.attacks, str):
             self.attacks = [a for a in self.attacks.replace(",", " ").split() if a]
         if isinstance(self.epsilon_sweep, (str, float, int)):
             self.epsilon_sweep = [a for a in str(self.epsilon_sweep).replace(",", " ").split() if a]
         if isinstance(self.autoattack_attacks, str):
             self.autoattack_attacks = [a for a in self.autoattack_attacks.replace(",", " ").split() if a]
-        parse_budget(self.epsilon)
+        if self.norm not in ("Linf", "L2"):
+            raise ValueError(f"norm must be 'Linf' or 'L2', got {self.norm!r}.")
+        parse_budget(self.epsilon, norm=self.norm)
         if self.step_size is not None:
-            parse_budget(self.step_size, "step_size")
+            parse_budget(self.step_size, "step_size", norm=self.norm)
         for value in self.epsilon_sweep:
-            parse_budget(value, "epsilon_sweep value")
+            parse_budget(value, "epsilon_sweep value", norm=self.norm)
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}.")
         if self.batch_size < 1:

@@ -1,4 +1,4 @@
-"""The named attacks of a robustness evaluation, all L∞ in pixel space [0, 1].
+"""The named attacks of a robustness evaluation, in pixel space [0, 1], L∞ (the default) or L2.
 
 Every white-box attack here is the shared PGD core (`mimir_hf.attacks.pgd`) with a different
 objective; AutoAttack and Square come from the authors' own package (`pyautoattack`), never
@@ -25,6 +25,7 @@ import difflib
 import logging
 import math
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..attacks import cross_entropy_objective, cw_margin_objective, pgd
+from ..attacks import NORMS, cross_entropy_objective, cw_margin_objective, pgd
 from ..mutual_information.kernels import no_autocast
 from .wrapper import LogitsModel
 
@@ -46,7 +47,9 @@ __all__ = [
     "autoattack_version",
     "build_attack",
     "capture_autoattack_log",
+    "format_budget",
     "format_epsilon",
+    "norm_display",
     "parse_attack_name",
     "parse_budget",
     "with_epsilon",
@@ -56,8 +59,8 @@ ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd
 _AUTOATTACK_LOGGER = "auto-attack"
 
 
-def parse_budget(value: float | int | str, name: str = "epsilon") -> float:
-    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"``."""
+def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
+    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -69,8 +72,8 @@ def parse_budget(value: float | int | str, name: str = "epsilon") -> float:
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}.")
     if number < 0:
-        raise ValueError(f"{name} must be >= 0 (an L∞ radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
-    if number > 1:
+        raise ValueError(f"{name} must be >= 0 (an {norm} radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
+    if norm == "Linf" and number > 1:
         raise ValueError(
             f"{name}={value!r} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
             "(write 8/255, not 8)."
@@ -82,6 +85,15 @@ def format_epsilon(epsilon: float) -> str:
     """``8/255`` style text for a budget (at most 4 decimals of grey levels)."""
     levels = round(epsilon * 255, 4)
     return f"{levels:g}/255"
+
+
+def format_budget(epsilon: float, norm: str = "Linf") -> str:
+    """A budget as people write it: ``8/255`` for L∞, the plain radius (``0.5``) for L2."""
+    return format_epsilon(epsilon) if norm == "Linf" else f"{epsilon:g}"
+
+
+def norm_display(norm: str) -> str:
+    return {"Linf": "L∞", "L2": "L2"}.get(norm, norm)
 
 
 def autoattack_version() -> str:
@@ -107,12 +119,15 @@ class AttackSettings:
     autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
+    norm: str = "Linf"  # the threat model: "Linf" or "L2"
 
     def __post_init__(self) -> None:
-        self.epsilon = parse_budget(self.epsilon)
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
+        self.epsilon = parse_budget(self.epsilon, norm=self.norm)
         if self.step_size is None:
             self.step_size = self.epsilon / 4
-        self.step_size = parse_budget(self.step_size, "step_size")
+        self.step_size = parse_budget(self.step_size, "step_size", norm=self.norm)
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}.")
         for key in ("cw_steps", "adaptive_steps", "square_queries"):
@@ -145,6 +160,7 @@ class AttackSpec:
     seed: int = 0
     library: str = "mimir_hf"
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    norm: str = "Linf"
 
     @property
     def white_box(self) -> bool:
@@ -172,16 +188,17 @@ def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
     if match is None or match.group("base") not in _BASES:
         raise _unknown(name)
     base, steps_text, eps_text = match.group("base"), match.group("steps"), match.group("eps")
-    epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}")
+    norm = settings.norm
+    epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}", norm=norm)
     step_size = settings.step_size if eps_text is None else epsilon * settings.step_ratio
     steps = int(steps_text) if steps_text is not None else None
-    suffix = "" if eps_text is None else f"@eps={format_epsilon(epsilon)}"
-    common = {"epsilon": epsilon, "seed": settings.seed}
+    suffix = "" if eps_text is None else f"@eps={format_budget(epsilon, norm)}"
+    common = {"epsilon": epsilon, "seed": settings.seed, "norm": norm}
 
     if base == "clean":
         if steps is not None or eps_text is not None:
             raise _unknown(name)
-        return AttackSpec("clean", "clean", epsilon=0.0, steps=0, step_size=0.0, restarts=1, seed=settings.seed)
+        return AttackSpec("clean", "clean", epsilon=0.0, steps=0, step_size=0.0, restarts=1, seed=settings.seed, norm=norm)
     if base == "pgd":
         if steps is None:
             raise ValueError(f"Attack {name!r} needs a step count, e.g. 'pgd-20' or 'pgd-100'.")
@@ -227,7 +244,10 @@ class Attack:
         inputs: torch.Tensor,
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
+        details: dict[str, Any] | None = None,
     ) -> torch.Tensor:
+        """`details`, when given, receives what the run found out beyond x′: AutoAttack's per-component
+        results (`components`), the components it ran and why (`attacks_run`, `note`)."""
         kind = self.spec.kind
         if kind == "clean":
             return inputs
@@ -235,14 +255,19 @@ class Attack:
         # attack and would overstate robustness. The evaluation casts the model to float32 and
         # also switches off any autocast a caller left on.
         with no_autocast(inputs.device):
-            return self._run(model, inputs, labels, generator)
+            return self._run(model, inputs, labels, generator, details)
 
     def _run(
-        self, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None
+        self,
+        model: LogitsModel,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None,
+        details: dict[str, Any] | None,
     ) -> torch.Tensor:
         kind = self.spec.kind
         if kind in ("autoattack", "square"):
-            return _run_autoattack(self.spec, model, inputs, labels)
+            return _run_autoattack(self.spec, model, inputs, labels, details)
         objective = _objective(self.spec, model, inputs, labels)
 
         def fooled(x: torch.Tensor) -> torch.Tensor:
@@ -261,6 +286,7 @@ class Attack:
             model_mode="eval",
             is_successful=fooled,
             generator=generator,
+            norm=self.spec.norm,
         )
 
 
@@ -354,7 +380,7 @@ def _build_autoattack(
         raise ImportError(
             "AutoAttack needs the authors' package: pip install pyautoattack (imports without torchvision)."
         ) from error
-    adversary = AutoAttack(model, norm="Linf", eps=spec.epsilon, version=version, attacks=attacks, seed=spec.seed, device=device)
+    adversary = AutoAttack(model, norm=spec.norm, eps=spec.epsilon, version=version, attacks=attacks, seed=spec.seed, device=device)
     if version == "custom":
         adversary.apgd.n_restarts = 1
         adversary.apgd_targeted.n_restarts = 1
@@ -366,7 +392,20 @@ def _build_autoattack(
     return adversary
 
 
-def _run_autoattack(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _run_autoattack(
+    spec: AttackSpec,
+    model: LogitsModel,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    details: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """AutoAttack's cascade, one component at a time, so that each component's breaks and time are known.
+
+    pyautoattack's `run_standard_evaluation` runs the components in order, each on the points no earlier
+    component broke, every component seeded with the same seed; it reports only the accuracy after each
+    (in its log). Running the same adversary with one component at a time on the points still standing
+    is that cascade step for step, with the breaks and the time of each component measured here.
+    """
     with torch.no_grad():
         num_classes = int(model(inputs[:1]).shape[1])
     version, attacks, note = _autoattack_plan(spec, num_classes)
@@ -375,9 +414,31 @@ def _run_autoattack(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, 
     if attacks is not None:
         spec.options["attacks_run"] = list(attacks)
     adversary = _build_autoattack(spec, model, version, attacks, num_classes, inputs.device)
+    components = list(adversary.attacks_to_run)
     devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # AutoAttack seeds the global RNG; leave the caller's alone
-        adversarial, _ = adversary.run_standard_evaluation(inputs, labels, batch_size=inputs.shape[0])
+    adversarial = inputs.detach().clone()
+    standing = torch.ones(inputs.shape[0], dtype=torch.bool, device=inputs.device)
+    results: dict[str, dict[str, Any]] = {}
+    for component in components:
+        todo = torch.nonzero(standing).flatten()
+        if todo.numel() == 0:
+            results[component] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            continue
+        adversary.attacks_to_run = [component]
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=devices):  # AutoAttack seeds the global RNG; leave the caller's alone
+            x_adv, y_adv = adversary.run_standard_evaluation(inputs[todo], labels[todo], batch_size=int(todo.numel()))
+        fooled = y_adv.to(labels.device) != labels[todo]  # its own verdict: the prediction on x′ of each point it broke
+        seconds = time.perf_counter() - start
+        adversarial[todo[fooled]] = x_adv[fooled].detach()
+        standing[todo[fooled]] = False
+        results[component] = {"attacked": int(todo.numel()), "broken": int(fooled.sum()), "seconds": seconds}
+    adversary.attacks_to_run = components
+    if details is not None:
+        details["components"] = results
+        details["attacks_run"] = components
+        if note:
+            details["note"] = note
     return adversarial.detach()
 
 
@@ -430,4 +491,4 @@ def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
 def with_epsilon(spec: AttackSpec, epsilon: float, settings: AttackSettings) -> AttackSpec:
     """The same attack at another budget (the ε-sweep)."""
     base = spec.name.split("@")[0]
-    return parse_attack_name(f"{base}@eps={format_epsilon(epsilon)}", settings)
+    return parse_attack_name(f"{base}@eps={format_budget(epsilon, settings.norm)}", settings)

@@ -23,12 +23,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .attacks import format_epsilon
+from .attacks import format_budget, norm_display
 from .results import AttackResult, Check
 
 __all__ = ["run_checks", "LARGE_EPSILON"]
 
-LARGE_EPSILON = 64 / 255
+LARGE_EPSILON = {"Linf": 64 / 255, "L2": 8.0}
+"""Per threat model, the budget at which an attack must succeed almost everywhere (L2 8.0: an average
+move of 37/255 per value of a 32×32 RGB image; pass a larger `large_epsilon` for larger images)."""
 _EPS_MATCH = 1e-9
 
 
@@ -47,8 +49,9 @@ def run_checks(
     labels: np.ndarray,
     zero_gradient: np.ndarray | None = None,
     tolerance: float = 0.005,
-    large_epsilon: float = LARGE_EPSILON,
+    large_epsilon: float | None = None,
     large_epsilon_max_accuracy: float = 0.05,
+    norm: str = "Linf",
 ) -> tuple[list[Check], list[str]]:
     """Compute every check the results allow. Returns (checks, names of checks skipped for lack of data).
 
@@ -61,6 +64,8 @@ def run_checks(
         large_epsilon: the budget at or above which accuracy must be near zero.
         large_epsilon_max_accuracy: what "near zero" means.
     """
+    if large_epsilon is None:
+        large_epsilon = LARGE_EPSILON[norm]
     n = int(labels.size)
     slack = max(tolerance, 1.0 / max(n, 1)) + 1e-12
     checks: list[Check] = []
@@ -86,7 +91,7 @@ def run_checks(
                 if r1.accuracy > r0.accuracy + slack:
                     bad.append(f"{r1.name} ({_fmt(r1.accuracy)}) > {r0.name} ({_fmt(r0.accuracy)})")
         seq_text = "; ".join(
-            ", ".join(f"{format_epsilon(e)}: {_fmt(r.accuracy)}" for e, r in points) for points in sequences
+            ", ".join(f"{format_budget(e, norm)}: {_fmt(r.accuracy)}" for e, r in points) for points in sequences
         )
         checks.append(
             Check(
@@ -136,7 +141,7 @@ def run_checks(
         detail += f"; {only_pgd} point(s) broken by a white-box attack but not by AutoAttack."
         checks.append(
             Check(
-                f"autoattack_at_most_pgd{'' if _same_eps(aa.spec.epsilon, epsilon) else '@' + format_epsilon(aa.spec.epsilon)}",
+                f"autoattack_at_most_pgd{'' if _same_eps(aa.spec.epsilon, epsilon) else '@' + format_budget(aa.spec.epsilon, norm)}",
                 not bad,
                 ("AutoAttack is weaker than " + ", ".join(r.name for r in bad) + ": " if bad else "") + detail,
             )
@@ -158,7 +163,7 @@ def run_checks(
         failed = sq.accuracy < best.accuracy - slack
         checks.append(
             Check(
-                f"square_not_better_than_white_box{'' if _same_eps(sq.spec.epsilon, epsilon) else '@' + format_epsilon(sq.spec.epsilon)}",
+                f"square_not_better_than_white_box{'' if _same_eps(sq.spec.epsilon, epsilon) else '@' + format_budget(sq.spec.epsilon, norm)}",
                 not failed,
                 (
                     "the black-box Square attack beats every white-box attack — a sign of gradient masking: "
@@ -181,12 +186,12 @@ def run_checks(
             Check(
                 "large_epsilon_accuracy_near_zero",
                 passed,
-                (f"an attack at ε ≥ {format_epsilon(large_epsilon)} should succeed almost everywhere; " if not passed else "")
+                (f"an attack at ε ≥ {format_budget(large_epsilon, norm)} should succeed almost everywhere; " if not passed else "")
                 + f"{best.name}: {_fmt(best.accuracy)} (threshold {_fmt(large_epsilon_max_accuracy)}).",
             )
         )
     else:
-        skipped.append(f"large_epsilon_accuracy_near_zero (needs an attack at ε ≥ {format_epsilon(large_epsilon)})")
+        skipped.append(f"large_epsilon_accuracy_near_zero (needs an attack at ε ≥ {format_budget(large_epsilon, norm)})")
 
     # 6. exactly-zero input gradients
     if zero_gradient is not None and zero_gradient.size:
@@ -213,7 +218,7 @@ def run_checks(
                 not outside,
                 ("outside the ε-ball: " + ", ".join(f"{r.name} ({r.max_perturbation:.5f} > {r.spec.epsilon:.5f})" for r in outside))
                 if outside
-                else "every adversarial example lies in its L∞ ball and in [0, 1].",
+                else f"every adversarial example lies in its {norm_display(norm)} ball and in [0, 1].",
             )
         )
 

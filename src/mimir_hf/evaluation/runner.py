@@ -21,19 +21,23 @@ from .attacks import (
     AttackSpec,
     Attack,
     autoattack_version as _autoattack_package_version,
+    format_budget,
     capture_autoattack_log,
-    format_epsilon,
     parse_attack_name,
     parse_budget,
 )
 from .checks import LARGE_EPSILON, run_checks
 from .report import AUTOATTACK_LOG, RobustnessReport
 from .results import AttackResult
+from .sharding import current_shard, gather_records, wait_for_everyone
+from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint
+from .streaming import EvaluationData, prepare_evaluation_data
 from .wrapper import LogitsModel, normalization_from_processor
 
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_EPSILON_SWEEP",
+    "DEFAULT_L2_EPSILON_SWEEP",
     "GradientMaskingWarning",
     "evaluate_from_args",
     "evaluate_robustness",
@@ -45,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
 DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
+DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
+"""L2 radii for the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
 
 
 class GradientMaskingWarning(UserWarning):
@@ -66,7 +72,7 @@ def plan_attacks(
     if isinstance(attacks, str):
         attacks = [a for a in attacks.replace(",", " ").split() if a]
     specs = [parse_attack_name(name, settings) for name in attacks]
-    sweep = [parse_budget(e, "epsilon_sweep value") for e in epsilon_sweep]
+    sweep = [parse_budget(e, "epsilon_sweep value", norm=settings.norm) for e in epsilon_sweep]
     if sweep:
         base = parse_attack_name(sweep_attack, settings)
         if base.kind == "clean":
@@ -76,7 +82,7 @@ def plan_attacks(
                 if all(s.name != base.name for s in specs):
                     specs.append(base)
             else:
-                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_epsilon(eps)}", settings))
+                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_budget(eps, settings.norm)}", settings))
     unique: dict[str, AttackSpec] = {}
     for spec in specs:
         unique.setdefault(spec.name, spec)
@@ -162,48 +168,6 @@ def _image_size(wrapper: LogitsModel, image_processor: Any, override: int | None
     return None
 
 
-def _load_split(
-    source: Any,
-    *,
-    split: str,
-    dataset_config: str | None,
-    image_column: str | None,
-    label_column: str | None,
-    image_size: int | None,
-    num_samples: int | None,
-    batch_size: int,
-    crop_fraction: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """The first `num_samples` images of a split (RobustBench style), as [0, 1] tensors."""
-    from torch.utils.data import DataLoader
-
-    from .. import data as mdata
-
-    if isinstance(source, (str, Path)):
-        dataset = mdata.load_image_dataset(
-            str(source), split, config_name=dataset_config, image_column=image_column,
-            label_column=label_column, require_labels=True, max_samples=num_samples,
-        )
-    else:
-        dataset = source
-    if num_samples is not None and len(dataset) > num_samples:
-        dataset = dataset.select(range(num_samples))
-    names = mdata.class_names(dataset)
-    if image_size is None:
-        raise ValueError("Cannot tell the model's input resolution; pass image_size.")
-    dataset = mdata.with_transform(dataset, mdata.eval_transform(image_size, crop_fraction))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=mdata.collate_images)
-    images, labels = [], []
-    for batch in loader:
-        if "labels" not in batch:
-            raise ValueError("The evaluation split has no labels; robust accuracy needs them (set label_column).")
-        images.append(batch["pixel_values"])
-        labels.append(batch["labels"])
-    if not images:
-        raise ValueError(f"The split {split!r} of {source!r} is empty.")
-    return torch.cat(images), torch.cat(labels).long(), names
-
-
 def _check_labels(wrapper: LogitsModel, labels: torch.Tensor, num_classes: int, data_names: list[str] | None) -> None:
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or high >= num_classes:
@@ -260,6 +224,155 @@ def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) 
     return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
 
 
+def _weights_fingerprint(module: nn.Module) -> str:
+    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
+    finished batches of its predecessor (its path alone would match)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _state_description(
+    model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
+) -> dict[str, Any]:
+    """What decides every batch's result: a resumed run must match it exactly."""
+    runtime = {"note", "attacks_run", "mi_dropped_steps"}
+    return {
+        "model": model_name,
+        "weights": weights,
+        "dataset": data.source_name,
+        "split": split,
+        "num_samples": len(data),
+        "indices": fingerprint({"indices": data.indices.tolist(), "labels": data.labels.tolist()}),
+        "batch_size": batch_size,
+        "seed": seed,
+        "attacks": [
+            {
+                "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
+                "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
+                "options": {k: v for k, v in s.options.items() if k not in runtime},
+            }
+            for s in specs
+        ],
+    }
+
+
+def _evaluate_batch(
+    wrapper: LogitsModel,
+    specs: list[AttackSpec],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    index: int,
+    seed: int,
+    bar: Any,
+) -> BatchRecord:
+    """Every attack on one batch; the batch's seed makes the result independent of who runs it, and when."""
+    size = x.shape[0]
+    clean_correct = np.ones(size, dtype=bool)
+    zero_gradient = np.zeros(size, dtype=bool)
+    outcome: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        bar.set_postfix(batch=index, attack=spec.name)
+        generator = torch.Generator(device=x.device).manual_seed(batch_seed(seed, index))
+        correct = np.zeros(size, dtype=bool)
+        predictions = np.full(size, -1, dtype=np.int64)
+        max_perturbation = 0.0
+        details: dict[str, Any] = {}
+        dropped_before = int(spec.options.get("mi_dropped_steps", 0))
+        start = time.perf_counter()
+        todo = np.flatnonzero(clean_correct)
+        if todo.size:
+            selection = torch.as_tensor(todo, device=x.device)
+            xs, ys = x[selection], y[selection]
+            if spec.kind == "clean":
+                zero_gradient[todo] = _zero_margin_gradient(wrapper, xs, ys).numpy()
+            adversarial = Attack(spec).run(wrapper, xs, ys, generator=generator, details=details)
+            if spec.kind != "clean":
+                delta = (adversarial - xs).flatten(1)
+                size_of = delta.abs().amax(dim=1) if spec.norm == "Linf" else delta.norm(dim=1)
+                max_perturbation = float(size_of.max())
+                if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
+                    max_perturbation = float("inf")
+            predicted = wrapper(adversarial).argmax(dim=1)
+            predictions[todo] = predicted.cpu().numpy()
+            correct[todo] = (predicted == ys).cpu().numpy()
+        if spec.kind == "pgd-mi":
+            details["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) - dropped_before
+        if spec.kind == "clean":
+            clean_correct = correct.copy()
+        outcome[spec.name] = {
+            "correct": correct.tolist(),
+            "predictions": predictions.tolist(),
+            "max_perturbation": max_perturbation,
+            "seconds": time.perf_counter() - start,
+            "details": details,
+        }
+    return BatchRecord(index=index, attacks=outcome, zero_gradient=zero_gradient.tolist())
+
+
+def _assemble(specs: list[AttackSpec], records: list[BatchRecord]) -> tuple[dict[str, AttackResult], np.ndarray]:
+    """The per-attack results over all batches (in evaluation order), and the per-sample zero-gradient flags."""
+    version = _versions()["mimir_hf"]
+    results: dict[str, AttackResult] = {}
+    clean_count = 0
+    for spec in specs:
+        parts = [r.attacks[spec.name] for r in records]
+        correct = np.concatenate([np.asarray(p["correct"], dtype=bool) for p in parts])
+        if spec.kind == "clean":
+            clean_count = int(correct.sum())
+        extra: dict[str, Any] = {}
+        details = [p.get("details") or {} for p in parts]
+        if spec.kind == "pgd-mi":
+            extra["mi_dropped_steps"] = sum(int(d.get("mi_dropped_steps", 0)) for d in details)
+        for key in ("attacks_run", "note"):
+            value = next((d[key] for d in details if d.get(key)), None)
+            if value is not None:
+                extra[key] = value
+        if spec.kind == "autoattack":
+            extra["components"] = _component_results(details, clean_count, correct.size)
+        results[spec.name] = AttackResult(
+            spec=spec,
+            correct=correct,
+            predictions=np.concatenate([np.asarray(p["predictions"], dtype=np.int64) for p in parts]),
+            wall_time_seconds=float(sum(p["seconds"] for p in parts)),
+            max_perturbation=max((float(p["max_perturbation"]) for p in parts), default=0.0),
+            library_version=_autoattack_package_version() if spec.library == "autoattack" else version,
+            extra=extra,
+        )
+    zero_gradient = np.concatenate([np.asarray(r.zero_gradient, dtype=bool) for r in records])
+    return results, zero_gradient
+
+
+def _component_results(details: list[dict[str, Any]], clean_count: int, n: int) -> list[dict[str, Any]]:
+    """AutoAttack's cascade, per component over all images: points attacked and broken, time, accuracy after."""
+    order: list[str] = []
+    totals: dict[str, dict[str, float]] = {}
+    for batch in details:
+        for name, values in (batch.get("components") or {}).items():
+            if name not in totals:
+                order.append(name)
+                totals[name] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            for key in totals[name]:
+                totals[name][key] += values[key]
+    standing = clean_count
+    rows = []
+    for name in order:
+        standing -= int(totals[name]["broken"])
+        rows.append({
+            "name": name,
+            "attacked": int(totals[name]["attacked"]),
+            "broken": int(totals[name]["broken"]),
+            "robust_accuracy_after": standing / n if n else float("nan"),
+            "wall_time_seconds": round(float(totals[name]["seconds"]), 3),
+        })
+    return rows
+
+
 def evaluate_robustness(
     model: str | Path | nn.Module,
     data: Any = "builtin:digits",
@@ -276,7 +389,7 @@ def evaluate_robustness(
     epsilon: float | str = 8 / 255,
     step_size: float | str | None = None,
     restarts: int = 1,
-    epsilon_sweep: Sequence[float | str] = DEFAULT_EPSILON_SWEEP,
+    epsilon_sweep: Sequence[float | str] | None = None,
     sweep_attack: str = "pgd-20",
     cw_steps: int = 30,
     adaptive_steps: int = 100,
@@ -294,6 +407,9 @@ def evaluate_robustness(
     progress: bool = True,
     plot: bool = True,
     dataset_name: str | None = None,
+    indices: Sequence[int] | None = None,
+    resume: bool = True,
+    norm: str = "Linf",
 ) -> RobustnessReport:
     """Measure the L∞ robustness of an image classifier and check the measurement for gradient masking.
 
@@ -308,10 +424,20 @@ def evaluate_robustness(
         epsilon: the headline L∞ budget in [0, 1] units (a float or "8/255").
         step_size: PGD step α (default ε/4, i.e. 2/255 at 8/255).
         epsilon_sweep: extra budgets at which `sweep_attack` runs (the accuracy-vs-ε curve and the
-            monotonicity and large-ε checks); () for none.
+            monotonicity and large-ε checks); () for none; None for the norm's default
+            (`DEFAULT_EPSILON_SWEEP`, `DEFAULT_L2_EPSILON_SWEEP`).
+        norm: the threat model, "Linf" (ε per pixel, the default) or "L2" (ε on each image's Euclidean
+            norm in [0, 1] pixel units; RobustBench's CIFAR-10 L2 budget is 0.5).
         output_dir: where to write robustness.json, per_sample.npz, autoattack.log and the curve; None
             to write nothing.
         check_tolerance: accuracy slack for the consistency checks (at least one sample).
+        indices: evaluate these positions of the split, in this order (RobustBench's ImageNet list);
+            `num_samples` then keeps the first N of them.
+        resume: with an `output_dir`, every finished batch is kept in `<output_dir>/eval_state/`; a
+            rerun of the same evaluation continues after the last finished batch (False: start over).
+
+    Under `accelerate launch` with several processes, each process attacks every world-size-th batch
+    and the main process writes the gathered report (identical to a one-process run but for the times).
 
     Returns:
         A `RobustnessReport` (its `failed_checks` lists any gradient-masking check that fired).
@@ -320,9 +446,12 @@ def evaluate_robustness(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be >= 1 (or None for the whole split), got {num_samples}.")
+    if epsilon_sweep is None:
+        epsilon_sweep = DEFAULT_L2_EPSILON_SWEEP if norm == "L2" else DEFAULT_EPSILON_SWEEP
     settings = AttackSettings(
-        epsilon=parse_budget(epsilon),
-        step_size=None if step_size is None else parse_budget(step_size, "step_size"),
+        norm=norm,
+        epsilon=parse_budget(epsilon, norm=norm),
+        step_size=None if step_size is None else parse_budget(step_size, "step_size", norm=norm),
         restarts=restarts,
         cw_steps=cw_steps,
         adaptive_steps=adaptive_steps,
@@ -334,130 +463,161 @@ def evaluate_robustness(
     )
     specs = plan_attacks(attacks, settings, epsilon_sweep, sweep_attack)
 
+    shard = current_shard()
+    if device is None and shard.device is not None:
+        device = shard.device
     wrapper, model_name, processor = load_classifier(model, device=device, image_processor=image_processor)
     device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
 
-    data_names: list[str] | None = None
-    if isinstance(data, torch.Tensor):
-        if labels is None:
-            raise ValueError("Pass `labels` together with a pixel tensor.")
-        x_all, y_all = data.detach().float().cpu(), torch.as_tensor(labels).long().cpu()
-        if num_samples is not None:
-            x_all, y_all = x_all[:num_samples], y_all[:num_samples]
-        if x_all.shape[0] != y_all.shape[0]:
-            raise ValueError(f"{x_all.shape[0]} images but {y_all.shape[0]} labels.")
-        source_name = dataset_name or "tensor"
-    else:
-        x_all, y_all, data_names = _load_split(
-            data, split=split, dataset_config=dataset_config, image_column=image_column, label_column=label_column,
-            image_size=_image_size(wrapper, processor, image_size), num_samples=num_samples, batch_size=batch_size,
-            crop_fraction=eval_crop_fraction,
-        )
-        if dataset_name is None:
-            info = getattr(data, "info", None)
-            dataset_name = str(data) if isinstance(data, (str, Path)) else (getattr(info, "dataset_name", None) or "dataset")
-        source_name = dataset_name
-    check_pixel_values(x_all, getattr(wrapper, "num_channels", None), name="evaluation images")
+    evaluation_data = prepare_evaluation_data(
+        data, labels=labels, split=split, dataset_config=dataset_config, image_column=image_column,
+        label_column=label_column,
+        image_size=None if isinstance(data, torch.Tensor) else _image_size(wrapper, processor, image_size),
+        num_samples=num_samples, indices=indices, crop_fraction=eval_crop_fraction, dataset_name=dataset_name,
+    )
+    n = len(evaluation_data)
+    first, _ = next(evaluation_data.batches([[0]]))
+    check_pixel_values(first, getattr(wrapper, "num_channels", None), name="evaluation images")
     with torch.no_grad(), preserve_mode(wrapper, "eval"):
-        num_classes = int(wrapper(x_all[:1].to(device)).shape[1])
-    _check_labels(wrapper, y_all, num_classes, data_names)
+        num_classes = int(wrapper(first.to(device)).shape[1])
+    _check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
 
     out = Path(output_dir) if output_dir is not None else None
+    batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
+    mine = shard.batches(len(batches))
+    state = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / AUTOATTACK_LOG).unlink(missing_ok=True)
-    log_path = (out / AUTOATTACK_LOG) if out is not None and any(s.library == "autoattack" for s in specs) else None
+        state = EvaluationState(
+            out / STATE_DIRNAME,
+            _state_description(model_name, _weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, seed),
+            resume=resume,
+            owned=mine,
+        )
+    records: dict[int, BatchRecord] = {}
+    for index in mine:
+        record = state.load(index) if state is not None else None
+        if record is not None:
+            records[index] = record
+    todo = [index for index in mine if index not in records]
+    log_path = None
+    if out is not None and any(s.library == "autoattack" for s in specs):
+        log_path = out / (AUTOATTACK_LOG if shard.is_main else f"autoattack.rank{shard.rank}.log")
+        if not records:
+            log_path.unlink(missing_ok=True)
+    if records:
+        logger.info("Resuming from %s: %d of %d batches already done.", state.directory, len(records), len(mine))
 
     from tqdm.auto import tqdm
 
-    n = x_all.shape[0]
-    results: dict[str, AttackResult] = {}
-    clean_correct = np.ones(n, dtype=bool)
-    zero_gradient = np.zeros(n, dtype=bool)
-    aa_warnings: list[str] = []
     logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
     with capture_autoattack_log(log_path) as collected, preserve_mode(wrapper, "eval"), torch.no_grad():
-        for spec in specs:
-            attack = Attack(spec)
-            generator = torch.Generator(device=device).manual_seed(seed)
-            correct = np.zeros(n, dtype=bool)
-            predictions = np.full(n, -1, dtype=np.int64)
-            max_perturbation = 0.0
-            start = time.perf_counter()
-            with tqdm(total=n, desc=f"{spec.name:>18}", unit="img", disable=not progress, leave=True) as bar:
-                for begin in range(0, n, batch_size):
-                    end = min(begin + batch_size, n)
-                    todo = np.flatnonzero(clean_correct[begin:end]) + begin
-                    if todo.size:
-                        x = x_all[todo].to(device)
-                        y = y_all[todo].to(device)
-                        if spec.kind == "clean":
-                            zero_gradient[todo] = _zero_margin_gradient(wrapper, x, y).numpy()
-                        adversarial = attack.run(wrapper, x, y, generator=generator)
-                        max_perturbation = max(max_perturbation, float((adversarial - x).abs().max()))
-                        if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
-                            max_perturbation = float("inf")
-                        predicted = wrapper(adversarial).argmax(dim=1)
-                        predictions[todo] = predicted.cpu().numpy()
-                        correct[todo] = (predicted == y).cpu().numpy()
-                    bar.update(end - begin)
-                    bar.set_postfix(acc=f"{100 * correct[:end].mean():.1f}%")
-            if spec.kind == "clean":
-                clean_correct = correct.copy()
-            results[spec.name] = AttackResult(
-                spec=spec,
-                correct=correct,
-                predictions=predictions,
-                wall_time_seconds=time.perf_counter() - start,
-                max_perturbation=max_perturbation if spec.kind != "clean" else 0.0,
-                library_version=_autoattack_package_version() if spec.library == "autoattack" else _versions()["mimir_hf"],
-            )
-            logger.info("%s: %.2f%%", spec.name, 100 * results[spec.name].accuracy)
+        total = sum(len(batches[i]) for i in todo)
+        with tqdm(total=total, desc="evaluating", unit="img", disable=not (progress and shard.is_main)) as bar:
+            for index, (x, y) in zip(todo, evaluation_data.batches([batches[i] for i in todo])):
+                check_pixel_values(x, getattr(wrapper, "num_channels", None), name="evaluation images")
+                record = _evaluate_batch(wrapper, specs, x.to(device), y.to(device), index, seed, bar)
+                if state is not None:
+                    state.save(record)
+                records[index] = record
+                bar.update(x.shape[0])
         aa_warnings = list(dict.fromkeys(collected))
 
-    labels_np = y_all.numpy()
+    gathered = {r.index: r for r in gather_records(list(records.values()), shard)}
+    missing = [i for i in range(len(batches)) if i not in gathered]
+    if missing:  # pragma: no cover - a process lost its batches
+        raise RuntimeError(f"Batches {missing[:10]} were evaluated by no process.")
+    ordered = [gathered[i] for i in range(len(batches))]
+    results, zero_gradient = _assemble(specs, ordered)
+    clean_correct = next(r.correct for r in results.values() if r.spec.kind == "clean")
+    for name, result in results.items():
+        logger.info("%s: %.2f%%", name, 100 * result.accuracy)
+
+    labels_np = evaluation_data.labels
     checks, skipped = run_checks(
         results,
         epsilon=settings.epsilon,
         labels=labels_np,
         zero_gradient=zero_gradient[clean_correct] if clean_correct.any() else zero_gradient,
         tolerance=check_tolerance,
-        large_epsilon=LARGE_EPSILON,
+        large_epsilon=LARGE_EPSILON[norm],
+        norm=norm,
         large_epsilon_max_accuracy=large_epsilon_max_accuracy,
     )
     report = RobustnessReport(
         model=model_name,
-        dataset=source_name,
+        dataset=evaluation_data.source_name,
         split=split if not isinstance(data, torch.Tensor) else "given",
         epsilon=settings.epsilon,
         seed=seed,
         labels=labels_np,
         results=results,
-        indices=np.arange(n),
+        indices=evaluation_data.indices,
         normalization=wrapper.normalization,
         versions=_versions(),
         checks=checks,
         skipped_checks=skipped,
         autoattack_warnings=aa_warnings,
         batch_size=batch_size,
-        class_names=data_names,
+        class_names=evaluation_data.class_names,
+        preprocessing=evaluation_data.preprocessing,
+        num_processes=shard.world_size,
+        norm=norm,
     )
     for check in report.failed_checks:
         message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"
         logger.warning(message)
         warnings.warn(message, GradientMaskingWarning, stacklevel=2)
-    if out is not None:
+    if out is not None and shard.is_main:
         report.save(out, plot=plot)
+    wait_for_everyone(shard)
     return report
 
 
-def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None = None) -> RobustnessReport:
-    """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`."""
+def evaluate_from_args(
+    eval_args: Any, data_args: Any, *, progress: bool | None = None, robustbench_args: Any = None
+) -> RobustnessReport:
+    """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`.
+
+    With `protocol: robustbench` the arguments are checked against RobustBench's protocol first (an explicit
+    value that breaks it is an error, never silently replaced), and ImageNet is evaluated on RobustBench's
+    5,000-image list (`robustbench_args.imagenet_ids_file`, default the shipped copy).
+    """
     if getattr(eval_args, "num_threads", None):
         torch.set_num_threads(int(eval_args.num_threads))
+    data: Any = data_args.dataset
+    indices = None
+    dataset_name = None
+    norm = getattr(eval_args, "norm", "Linf")
+    sweep: Any = eval_args.epsilon_sweep
+    if norm == "L2":
+        from dataclasses import fields
+
+        default_sweep = next(f.default_factory() for f in fields(eval_args) if f.name == "epsilon_sweep")
+        if list(sweep) == list(default_sweep):
+            sweep = None  # the L∞ default sweep means nothing as L2 radii: the L2 default replaces it
+        if "/255" in str(eval_args.epsilon):
+            logger.warning("--norm L2 with --epsilon %s: an L2 budget is a radius (RobustBench's CIFAR-10 L2 budget "
+                           "is 0.5), not a per-pixel k/255 budget.", eval_args.epsilon)
+    if getattr(eval_args, "protocol", "custom") == "robustbench":
+        from .robustbench import check_protocol_arguments, imagenet_test_image_ids, imagenet_test_indices, robustbench_dataset
+
+        check_protocol_arguments(eval_args, data_args)
+        if robustbench_dataset(data_args.dataset) == "imagenet":
+            from .. import data as mdata
+
+            data = mdata.load_image_dataset(
+                data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
+                image_column=data_args.image_column, label_column=data_args.label_column, require_labels=True,
+            )
+            ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
+            indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
+            dataset_name = data_args.dataset
     return evaluate_robustness(
         eval_args.model_name_or_path,
-        data_args.dataset,
+        data,
+        indices=indices,
+        dataset_name=dataset_name,
         split=data_args.eval_split,
         dataset_config=data_args.dataset_config,
         image_column=data_args.image_column,
@@ -469,7 +629,7 @@ def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None 
         epsilon=eval_args.epsilon,
         step_size=eval_args.step_size,
         restarts=eval_args.restarts,
-        epsilon_sweep=eval_args.epsilon_sweep,
+        epsilon_sweep=sweep,
         sweep_attack=eval_args.sweep_attack,
         cw_steps=eval_args.cw_steps,
         adaptive_steps=eval_args.adaptive_steps,
@@ -484,4 +644,6 @@ def evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None 
         check_tolerance=eval_args.check_tolerance,
         large_epsilon_max_accuracy=eval_args.large_epsilon_max_accuracy,
         progress=(not eval_args.no_progress) if progress is None else progress,
+        resume=eval_args.resume,
+        norm=eval_args.norm,
     )

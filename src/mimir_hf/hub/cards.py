@@ -213,6 +213,7 @@ def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     rows, sweep = [], []
     default_n = report.get("num_samples")
     headline = report["threat_model"]["epsilon"]
+    norm = report["threat_model"].get("norm", "Linf")
     for name in sorted(report["attacks"], key=attack_order):
         entry = report["attacks"][name]
         library = entry.get("library") or ("—" if name == "clean" else "?")
@@ -224,9 +225,9 @@ def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
             "accuracy": entry["accuracy"],
             "accuracy_pct": _pct(entry["accuracy"]),
             "ci_pct": _ci_pct(entry["accuracy"], entry.get("num_samples", default_n)),
-            "epsilon_display": "—" if name == "clean" else format_epsilon(entry.get("epsilon")),
+            "epsilon_display": "—" if name == "clean" else format_epsilon(entry.get("epsilon"), norm),
             "steps": "—" if name == "clean" else _cell(entry, "steps"),
-            "step_size_display": format_epsilon(entry.get("step_size")) if entry.get("step_size") is not None else "—",
+            "step_size_display": format_epsilon(entry.get("step_size"), norm) if entry.get("step_size") is not None else "—",
             "restarts": "—" if name == "clean" else _cell(entry, "restarts"),
             "library": library,
         }
@@ -270,7 +271,8 @@ def _eval_results(report: dict[str, Any], dataset_id: str | None) -> list:
             metric_name = "Clean accuracy"
             metric_type = "accuracy"
         else:
-            metric_name = f"{attack_display_name(name, entry)} accuracy (L∞, ε={format_epsilon(args['epsilon'])})"
+            norm_text = "L∞" if args["norm"] == "Linf" else args["norm"]
+            metric_name = f"{attack_display_name(name, entry)} accuracy ({norm_text}, ε={format_epsilon(args['epsilon'], args['norm'])})"
             metric_type = "robust_accuracy"
         results.append(
             EvalResult(
@@ -459,7 +461,7 @@ def build_model_card(
         threat.setdefault("input_range", [0.0, 1.0])
         threat.setdefault("normalization", "none")
         threat["norm_display"] = "L∞" if str(threat["norm"]).lower() in ("linf", "l_inf", "l∞") else threat["norm"]
-        threat["epsilon_display"] = format_epsilon(float(threat["epsilon"]))
+        threat["epsilon_display"] = format_epsilon(float(threat["epsilon"]), str(threat["norm"]))
         rows, sweep = _result_rows(loaded_report)
         worst = loaded_report.get("worst_case")
         if isinstance(worst, dict) and isinstance(worst.get("accuracy"), (int, float)):

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .cards import RECIPE_CONFIG, CardKind, build_model_card, load_recipe_config
+from .eval_results import EVAL_RESULTS_DIR, eval_result_files
 from .report import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
 
 __all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint", "stock_config_json"]
@@ -31,6 +32,8 @@ __all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpo
 logger = logging.getLogger(__name__)
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
+# Files generated from the report: one that a new report no longer produces is removed in the same commit.
+GENERATED_PATTERNS = (f"{EVAL_RESULTS_DIR}/*.yaml",)
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 EVALUATION_TABLE = "robustness_table.txt"
 
@@ -293,6 +296,15 @@ def publish_checkpoint(
     recipe = load_recipe_config(folder, secrets)
     if recipe is not None:
         uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+    if report_path is not None:
+        # the Hub's per-model results, from the same report as the card's model-index
+        from huggingface_hub import constants
+
+        source = f"{(endpoint or constants.ENDPOINT).rstrip('/')}/{repo_id}/blob/main/{REPORT_FILENAME}"
+        evals = eval_result_files(load_robustness_report(report_path), dataset_id=dataset_id, source_url=source)
+        if not evals:
+            logger.info("No .eval_results files: the report's dataset is not a Hub dataset id (pass dataset_id).")
+        uploads.update(evals)
 
     if dry_run:
         target = Path(card_path) if card_path is not None else folder / "README.md"
@@ -321,7 +333,7 @@ def _push(uploads, repo_id, *, kind, private, token, endpoint, commit_message, c
     existing = api.list_repo_files(repo_id, repo_type="model")
     stale = sorted(
         path for path in existing
-        if path not in uploads and any(fnmatch.fnmatch(path, pattern) for pattern in WEIGHT_PATTERNS)
+        if path not in uploads and any(fnmatch.fnmatch(path, pattern) for pattern in (*WEIGHT_PATTERNS, *GENERATED_PATTERNS))
     )
     operations: list = [CommitOperationDelete(path_in_repo=path) for path in stale]
     for path_in_repo, source in sorted(uploads.items()):

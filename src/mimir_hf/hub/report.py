@@ -127,10 +127,12 @@ def check_classifier_report(report: dict[str, Any]) -> None:
             )
 
 
-def format_epsilon(epsilon: float | None) -> str:
-    """0.03137 -> '8/255'; values that are not a clean multiple of 1/255 keep their decimals."""
+def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:
+    """0.03137 -> '8/255'; values that are not a clean multiple of 1/255 keep their decimals; an L2 radius as is."""
     if epsilon is None:
         return "—"
+    if norm != "Linf":
+        return f"{epsilon:g}"
     scaled = epsilon * 255
     if scaled == 0:
         return "0"
