@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mimir_hf._versions import TRANSFORMERS_MINIMUM, _release, check_transformers_version
+from mimir_hf._requirements import TRANSFORMERS_MINIMUM, _release, check_transformers_version
 
 PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
 

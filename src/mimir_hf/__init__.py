@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__  # noqa: E402
 
-from ._versions import check_transformers_version  # noqa: E402
+from ._requirements import check_transformers_version  # noqa: E402
 
 check_transformers_version()
 
