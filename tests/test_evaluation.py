@@ -367,3 +367,15 @@ def test_comparison_plot_draws_the_intervals_given(tmp_path) -> None:
     assert [tuple(np.round(seg[:, 1], 6)) for seg in segments] == [(40.0, 60.0)]  # one bar, from low to high
     with pytest.raises(ValueError, match="low <= high"):
         plot_accuracy_comparison({"m": {"clean": 0.5}}, tmp_path / "bad.png", intervals={"m": {"clean": (0.6, 0.4)}})
+
+
+def test_one_epsilon_formatter_that_round_trips():
+    """Reports, attack names and cards share one formatter; L∞ text parses back to the budget that ran."""
+    from mimir_hf.evaluation import format_epsilon, parse_budget
+    from mimir_hf.hub import report as hub_report
+
+    assert hub_report.format_epsilon is format_epsilon
+    for epsilon in (8 / 255, 0.5 / 255, 4 / 255, 0.0314, 0.123):
+        assert abs(parse_budget(format_epsilon(epsilon)) - epsilon) < 1e-6
+    assert format_epsilon(0.0314) == "8.007/255"  # never rounded to a nicer fraction than what ran
+    assert (format_epsilon(None), format_epsilon(0.5, "L2")) == ("—", "0.5")

@@ -14,7 +14,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arguments import ComparisonArguments, EvaluationArguments
-from .attacks import Attack, AttackSettings, AttackSpec, build_attack, format_epsilon, parse_attack_name, parse_budget
+from .attacks import (
+    DEFAULT_ATTACKS,
+    Attack,
+    AttackSettings,
+    AttackSpec,
+    build_attack,
+    format_epsilon,
+    parse_attack_name,
+    parse_budget,
+)
 from .checks import run_checks
 from .comparison import (
     Comparison,
@@ -34,7 +43,6 @@ from .robustbench import RobustBenchArguments, write_robustbench_submission
 from .report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
 from .runner import (
-    DEFAULT_ATTACKS,
     DEFAULT_EPSILON_SWEEP,
     GradientMaskingWarning,
     evaluate_from_args,

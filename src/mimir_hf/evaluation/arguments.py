@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .attacks import parse_budget
+from .attacks import DEFAULT_ATTACKS, parse_budget
 
 __all__ = ["ComparisonArguments", "EvaluationArguments"]
 
@@ -31,7 +31,7 @@ class EvaluationArguments:
         metadata={"help": "Where robustness.json, per_sample.npz, autoattack.log and the ε-curve PNG go."},
     )
     attacks: list[str] = field(
-        default_factory=lambda: ["clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"],
+        default_factory=lambda: list(DEFAULT_ATTACKS),
         metadata={
             "help": "Attacks to run: clean, pgd-<k>, cw, cw-<k>, autoattack, square, pgd-mi, pgd-feature; any may "
             "end in @eps=<v>/255."

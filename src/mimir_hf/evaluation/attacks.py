@@ -40,6 +40,7 @@ from ..mutual_information.kernels import no_autocast
 from .wrapper import LogitsModel
 
 __all__ = [
+    "DEFAULT_ATTACKS",
     "ATTACK_NAMES",
     "Attack",
     "AttackSettings",
@@ -47,7 +48,6 @@ __all__ = [
     "autoattack_version",
     "build_attack",
     "capture_autoattack_log",
-    "format_budget",
     "format_epsilon",
     "norm_display",
     "parse_attack_name",
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd-mi", "pgd-feature")
+DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
+"""What a full evaluation runs when no list is given: the paper's attacks plus the adaptive ones."""
 _AUTOATTACK_LOGGER = "auto-attack"
 
 
@@ -63,8 +65,9 @@ def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "L
     """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
     if isinstance(value, str):
         text = value.strip()
-        try:
-            number = float(Fraction(text))
+        numerator, slash, denominator = text.partition("/")
+        try:  # "8/255", "0.5/255" (as format_epsilon writes half grey levels), "0.0314"
+            number = float(Fraction(numerator.strip())) / (float(Fraction(denominator.strip())) if slash else 1.0)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
     else:
@@ -81,15 +84,20 @@ def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "L
     return number
 
 
-def format_epsilon(epsilon: float) -> str:
-    """``8/255`` style text for a budget (at most 4 decimals of grey levels)."""
+def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:
+    """A budget as people write it: ``8/255`` for L∞, the plain radius (``0.5``) for L2, ``—`` for none.
+
+    L∞ budgets are written in grey levels to 4 decimals, never rounded to a "nice" fraction: the
+    text names attacks (``pgd-20@eps=8/255``) and parses back to the budget that ran, and a card
+    must not print 8/255 for a run at 0.0314 (8.007/255). The one formatter for reports, tables,
+    attack names and cards.
+    """
+    if epsilon is None:
+        return "—"
+    if norm != "Linf":
+        return f"{epsilon:g}"
     levels = round(epsilon * 255, 4)
     return f"{levels:g}/255"
-
-
-def format_budget(epsilon: float, norm: str = "Linf") -> str:
-    """A budget as people write it: ``8/255`` for L∞, the plain radius (``0.5``) for L2."""
-    return format_epsilon(epsilon) if norm == "Linf" else f"{epsilon:g}"
 
 
 def norm_display(norm: str) -> str:
@@ -172,8 +180,7 @@ _BASES = {"clean", "pgd", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"}
 
 
 def _unknown(name: str) -> ValueError:
-    known = ["clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature"]
-    close = difflib.get_close_matches(name.split("@")[0], known, n=1)
+    close = difflib.get_close_matches(name.split("@")[0], DEFAULT_ATTACKS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ValueError(
         f"Unknown attack {name!r}.{hint} Known attacks: clean, pgd-<k> (e.g. pgd-20), cw, cw-<k>, autoattack, "
@@ -192,7 +199,7 @@ def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
     epsilon = settings.epsilon if eps_text is None else parse_budget(eps_text, f"epsilon in {name!r}", norm=norm)
     step_size = settings.step_size if eps_text is None else epsilon * settings.step_ratio
     steps = int(steps_text) if steps_text is not None else None
-    suffix = "" if eps_text is None else f"@eps={format_budget(epsilon, norm)}"
+    suffix = "" if eps_text is None else f"@eps={format_epsilon(epsilon, norm)}"
     common = {"epsilon": epsilon, "seed": settings.seed, "norm": norm}
 
     if base == "clean":
@@ -491,4 +498,4 @@ def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
 def with_epsilon(spec: AttackSpec, epsilon: float, settings: AttackSettings) -> AttackSpec:
     """The same attack at another budget (the ε-sweep)."""
     base = spec.name.split("@")[0]
-    return parse_attack_name(f"{base}@eps={format_budget(epsilon, settings.norm)}", settings)
+    return parse_attack_name(f"{base}@eps={format_epsilon(epsilon, settings.norm)}", settings)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .attacks import format_budget, norm_display
+from .attacks import format_epsilon, norm_display
 from .results import AttackResult, Check
 
 __all__ = ["run_checks", "LARGE_EPSILON"]
@@ -91,7 +91,7 @@ def run_checks(
                 if r1.accuracy > r0.accuracy + slack:
                     bad.append(f"{r1.name} ({_fmt(r1.accuracy)}) > {r0.name} ({_fmt(r0.accuracy)})")
         seq_text = "; ".join(
-            ", ".join(f"{format_budget(e, norm)}: {_fmt(r.accuracy)}" for e, r in points) for points in sequences
+            ", ".join(f"{format_epsilon(e, norm)}: {_fmt(r.accuracy)}" for e, r in points) for points in sequences
         )
         checks.append(
             Check(
@@ -141,7 +141,7 @@ def run_checks(
         detail += f"; {only_pgd} point(s) broken by a white-box attack but not by AutoAttack."
         checks.append(
             Check(
-                f"autoattack_at_most_pgd{'' if _same_eps(aa.spec.epsilon, epsilon) else '@' + format_budget(aa.spec.epsilon, norm)}",
+                f"autoattack_at_most_pgd{'' if _same_eps(aa.spec.epsilon, epsilon) else '@' + format_epsilon(aa.spec.epsilon, norm)}",
                 not bad,
                 ("AutoAttack is weaker than " + ", ".join(r.name for r in bad) + ": " if bad else "") + detail,
             )
@@ -163,7 +163,7 @@ def run_checks(
         failed = sq.accuracy < best.accuracy - slack
         checks.append(
             Check(
-                f"square_not_better_than_white_box{'' if _same_eps(sq.spec.epsilon, epsilon) else '@' + format_budget(sq.spec.epsilon, norm)}",
+                f"square_not_better_than_white_box{'' if _same_eps(sq.spec.epsilon, epsilon) else '@' + format_epsilon(sq.spec.epsilon, norm)}",
                 not failed,
                 (
                     "the black-box Square attack beats every white-box attack — a sign of gradient masking: "
@@ -186,12 +186,12 @@ def run_checks(
             Check(
                 "large_epsilon_accuracy_near_zero",
                 passed,
-                (f"an attack at ε ≥ {format_budget(large_epsilon, norm)} should succeed almost everywhere; " if not passed else "")
+                (f"an attack at ε ≥ {format_epsilon(large_epsilon, norm)} should succeed almost everywhere; " if not passed else "")
                 + f"{best.name}: {_fmt(best.accuracy)} (threshold {_fmt(large_epsilon_max_accuracy)}).",
             )
         )
     else:
-        skipped.append(f"large_epsilon_accuracy_near_zero (needs an attack at ε ≥ {format_budget(large_epsilon, norm)})")
+        skipped.append(f"large_epsilon_accuracy_near_zero (needs an attack at ε ≥ {format_epsilon(large_epsilon, norm)})")
 
     # 6. exactly-zero input gradients
     if zero_gradient is not None and zero_gradient.size:

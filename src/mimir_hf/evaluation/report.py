@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import format_budget, norm_display
+from .attacks import format_epsilon, norm_display
 from .results import AttackResult, Check
 
 __all__ = ["RobustnessReport", "SCHEMA_VERSION", "load_per_sample"]
@@ -112,7 +112,7 @@ class RobustnessReport:
             "threat_model": {
                 "norm": self.norm,
                 "epsilon": self.epsilon,
-                "epsilon_text": format_budget(self.epsilon, self.norm),
+                "epsilon_text": format_epsilon(self.epsilon, self.norm),
                 "input_range": [0.0, 1.0],
                 "normalization": self.normalization,
             },
@@ -169,18 +169,18 @@ class RobustnessReport:
     def format_table(self) -> str:
         rows = [("attack", "ε", "steps", "accuracy", "time (s)")]
         for name, r in self.results.items():
-            eps = "-" if r.spec.kind == "clean" else format_budget(r.spec.epsilon, self.norm)
+            eps = "-" if r.spec.kind == "clean" else format_epsilon(r.spec.epsilon, self.norm)
             steps = "-" if r.spec.steps in (None, 0) else str(r.spec.steps)
             if r.spec.kind == "square":
                 steps = f"{r.spec.steps} queries"
             rows.append((name, eps, steps, f"{100 * r.accuracy:6.2f}%", f"{r.wall_time_seconds:.1f}"))
         rows.append(
-            ("worst case", format_budget(self.epsilon, self.norm), "-", f"{100 * self.worst_case_accuracy:6.2f}%", "")
+            ("worst case", format_epsilon(self.epsilon, self.norm), "-", f"{100 * self.worst_case_accuracy:6.2f}%", "")
         )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [
             f"Robustness of {self.model} on {self.dataset} [{self.split}], {self.num_samples} samples, "
-            f"{norm_display(self.norm)} ε = {format_budget(self.epsilon, self.norm)} in [0, 1] pixel space",
+            f"{norm_display(self.norm)} ε = {format_epsilon(self.epsilon, self.norm)} in [0, 1] pixel space",
         ]
         for i, row in enumerate(rows):
             lines.append("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(row)))

@@ -17,11 +17,12 @@ from ..attacks import preserve_mode
 from ..data.processing import load_image_processor
 from ..validation import check_pixel_values
 from .attacks import (
+    DEFAULT_ATTACKS,
     AttackSettings,
     AttackSpec,
     Attack,
     autoattack_version as _autoattack_package_version,
-    format_budget,
+    format_epsilon,
     capture_autoattack_log,
     parse_attack_name,
     parse_budget,
@@ -35,7 +36,6 @@ from .streaming import EvaluationData, prepare_evaluation_data
 from .wrapper import LogitsModel, normalization_from_processor
 
 __all__ = [
-    "DEFAULT_ATTACKS",
     "DEFAULT_EPSILON_SWEEP",
     "DEFAULT_L2_EPSILON_SWEEP",
     "GradientMaskingWarning",
@@ -47,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
 DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
 DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
 """L2 radii for the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
@@ -82,7 +81,7 @@ def plan_attacks(
                 if all(s.name != base.name for s in specs):
                     specs.append(base)
             else:
-                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_budget(eps, settings.norm)}", settings))
+                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_epsilon(eps, settings.norm)}", settings))
     unique: dict[str, AttackSpec] = {}
     for spec in specs:
         unique.setdefault(spec.name, spec)

@@ -59,7 +59,6 @@ CITATION_BIBTEX = """@article{xu2023mimir,
   url     = {https://arxiv.org/abs/2312.04960}
 }"""
 # ViT sizes used by MIMIR (hidden, layers, heads) -> name.
-_VIT_SIZES = {(192, 12, 3): "ViT-T", (384, 12, 6): "ViT-S", (768, 12, 12): "ViT-B", (1024, 24, 16): "ViT-L"}
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _UNRENDERED = re.compile(r"\{\{[^{}]*\}\}|\{%.*?%\}|\{#.*?#\}")
@@ -142,7 +141,9 @@ def _architecture(config: dict[str, Any], kind: CardKind) -> dict[str, Any]:
     hidden = config.get("hidden_size")
     layers = config.get("num_hidden_layers")
     heads = config.get("num_attention_heads")
-    size = _VIT_SIZES.get((hidden, layers, heads))
+    from ..modeling.presets import size_name  # the paper's size table has one home
+
+    size = size_name(hidden, layers, heads)
     description = (
         f"{size} Vision Transformer" if size else f"Vision Transformer (hidden size {hidden}, {layers} layers, {heads} heads)"
     )

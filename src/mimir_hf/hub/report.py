@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.attacks import format_epsilon  # one formatter for reports and cards
+
 __all__ = [
     "REPORT_FILENAME",
     "SUPPORTED_SCHEMA_VERSIONS",
@@ -125,22 +127,6 @@ def check_classifier_report(report: dict[str, Any]) -> None:
                 f"{where}: attacks[{name!r}] ran at epsilon {entry_eps}, but the threat model states {epsilon}. "
                 "A card can only state results at one budget; name budget sweeps 'pgd-20@eps=<k>/255'."
             )
-
-
-def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:
-    """0.03137 -> '8/255'; values that are not a clean multiple of 1/255 keep their decimals; an L2 radius as is."""
-    if epsilon is None:
-        return "—"
-    if norm != "Linf":
-        return f"{epsilon:g}"
-    scaled = epsilon * 255
-    if scaled == 0:
-        return "0"
-    nearest = round(scaled * 2) / 2  # whole or half steps of 1/255 (0.5/255 is used at small budgets)
-    if abs(scaled - nearest) <= 0.01 * max(1.0, nearest):
-        text = f"{nearest:g}"
-        return f"{text}/255"
-    return f"{epsilon:.4g}"
 
 
 _DISPLAY = {

@@ -2,7 +2,7 @@
 
 from .configuration_mimir import ATTACK_TARGETS, MI_ESTIMATORS, MimirConfig
 from .modeling_mimir import MimirForPreTraining, MimirForPreTrainingOutput, init_mae_embeddings
-from .presets import DECODER, DEFAULT_PATCH_SIZES, ENCODER_SIZES, encoder_kwargs, mimir_config
+from .presets import DECODER, DEFAULT_PATCH_SIZES, ENCODER_SIZES, encoder_kwargs, mimir_config, size_name
 
 __all__ = [
     "init_mae_embeddings",
@@ -16,4 +16,5 @@ __all__ = [
     "MimirForPreTrainingOutput",
     "encoder_kwargs",
     "mimir_config",
+    "size_name",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from .configuration_mimir import MimirConfig
 
-__all__ = ["ENCODER_SIZES", "DEFAULT_PATCH_SIZES", "DECODER", "encoder_kwargs", "mimir_config"]
+__all__ = ["ENCODER_SIZES", "DEFAULT_PATCH_SIZES", "DECODER", "encoder_kwargs", "mimir_config", "size_name"]
 
 ENCODER_SIZES: dict[str, dict[str, int]] = {
     "vit-t": {"hidden_size": 192, "num_hidden_layers": 12, "num_attention_heads": 3},
@@ -27,6 +27,18 @@ DECODER: dict[str, int] = {
     "decoder_num_attention_heads": 16,
     "decoder_intermediate_size": 512,
 }
+
+
+def size_name(hidden_size: int | None, num_hidden_layers: int | None, num_attention_heads: int | None) -> str | None:
+    """"ViT-T" … "ViT-L" for an encoder of one of the paper's sizes, None for any other shape."""
+    for name, shape in ENCODER_SIZES.items():
+        if (shape["hidden_size"], shape["num_hidden_layers"], shape["num_attention_heads"]) == (
+            hidden_size,
+            num_hidden_layers,
+            num_attention_heads,
+        ):
+            return "ViT-" + name.split("-")[1].upper()
+    return None
 
 
 def encoder_kwargs(size: str, image_size: int = 32, patch_size: int | None = None) -> dict[str, Any]:
