@@ -211,3 +211,23 @@ def test_l2_projection_scales_onto_the_sphere_and_clips():
 def test_unknown_norm_is_a_clear_error():
     with pytest.raises(ValueError, match="norm must be one of"):
         pgd(lambda z: z.sum((1, 2, 3)), torch.rand(1, 3, 2, 2), epsilon=0.1, step_size=0.1, steps=1, norm="L1")
+
+
+@pytest.mark.parametrize("where", ["pgd", "apgd", "finetuning", "pretraining", "evaluation"])
+def test_every_budget_goes_through_one_check(where, tmp_path):
+    """8 (grey levels) is refused with the same message wherever a budget enters."""
+    from mimir_hf.attacks import apgd
+    from mimir_hf.evaluation import parse_budget
+    from mimir_hf.finetuning import AdversarialTrainingArguments
+    from mimir_hf.pretraining import MimirTrainingArguments
+
+    x = torch.rand(1, 3, 4, 4)
+    enter = {
+        "pgd": lambda: pgd(lambda z: z.sum((1, 2, 3)), x, epsilon=8.0, step_size=0.01, steps=1),
+        "apgd": lambda: apgd(lambda z: z.sum((1, 2, 3)), x, epsilon=8.0, steps=1),
+        "finetuning": lambda: AdversarialTrainingArguments(output_dir=str(tmp_path), attack_epsilon=8.0, use_cpu=True),
+        "pretraining": lambda: MimirTrainingArguments(output_dir=str(tmp_path), attack_epsilon=8.0, use_cpu=True),
+        "evaluation": lambda: parse_budget("8"),
+    }[where]
+    with pytest.raises(ValueError, match=r"larger than the whole \[0, 1\] pixel range.*not 0-255 grey levels"):
+        enter()

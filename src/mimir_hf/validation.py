@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_pixel_values", "check_image_size"]
+__all__ = ["check_budget", "check_pixel_values", "check_image_size"]
 
 # bf16 rounds 1.0 + small noise; allow a hair of slack so that autocast outputs pass.
 _RANGE_TOLERANCE = 1e-4
@@ -88,4 +88,21 @@ def check_image_size(
             f"`{name}` is {height}x{width} but the model was built for {expected[0]}x{expected[1]}. Resize the "
             "images (the data transforms in `mimir_hf.data` do this), or pass `interpolate_pos_encoding=True` "
             "to interpolate the position embeddings."
+        )
+
+
+def check_budget(value: float | None, name: str = "epsilon", norm: str = "Linf") -> None:
+    """Raise a `ValueError` unless `value` is a budget in [0, 1] pixel units (an L2 radius may exceed 1).
+
+    The one check every budget goes through (attacks, both stages' arguments, the evaluation's
+    parser): a 0-255 value such as 8 would otherwise cover the whole image.
+    """
+    if value is None:
+        return
+    if value != value or value < 0:  # NaN or negative
+        raise ValueError(f"{name} must be >= 0 (an {norm} radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
+    if norm == "Linf" and value > 1:
+        raise ValueError(
+            f"{name}={value!r} is larger than the whole [0, 1] pixel range: budgets are in [0, 1] pixel units "
+            "(write 8/255 = 0.0314), not 0-255 grey levels."
         )

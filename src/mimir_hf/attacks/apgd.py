@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..validation import check_pixel_values
+from ..validation import check_budget, check_pixel_values
 from .pgd import Objective, _input_gradient, frozen_parameters, preserve_mode, project_linf
 
 __all__ = ["APGD_MOMENTUM", "APGDTrace", "apgd", "apgd_checkpoint_iterations"]
@@ -102,8 +102,7 @@ def apgd(
         is_successful: unused by the schedule; accepted so that APGD and PGD share call sites.
     """
     del is_successful
-    if not 0 <= epsilon <= 1:
-        raise ValueError(f"epsilon must lie in [0, 1] (pixel units, 4/255 = 0.0157), got {epsilon}.")
+    check_budget(epsilon)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}.")
     if not 0 < momentum <= 1:

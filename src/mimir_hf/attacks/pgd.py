@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..validation import check_pixel_values
+from ..validation import check_budget, check_pixel_values
 
 __all__ = ["GAUSSIAN_START_STD", "NORMS", "frozen_parameters", "pgd", "project_l2", "project_linf", "preserve_mode"]
 
@@ -115,13 +115,7 @@ def frozen_parameters(model: nn.Module | None) -> Iterator[None]:
 def _check_budget(epsilon: float, step_size: float, steps: int, restarts: int, norm: str = "Linf") -> None:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
-    if epsilon < 0:
-        raise ValueError(f"epsilon must be >= 0 (an {norm} radius in [0, 1] pixel units), got {epsilon}.")
-    if norm == "Linf" and epsilon > 1:
-        raise ValueError(
-            f"epsilon={epsilon} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
-            "(8/255 = 0.0314), not 0-255 grey levels."
-        )
+    check_budget(epsilon, "epsilon", norm)
     if step_size < 0:
         raise ValueError(f"step_size must be >= 0, got {step_size}.")
     if steps < 0:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..attacks import NORMS, cross_entropy_objective, cw_margin_objective, pgd
 from ..mutual_information.kernels import no_autocast
+from ..validation import check_budget
 from .wrapper import LogitsModel
 
 __all__ = [
@@ -74,13 +75,7 @@ def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "L
         number = float(value)
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {value!r}.")
-    if number < 0:
-        raise ValueError(f"{name} must be >= 0 (an {norm} radius in [0, 1] pixel units, e.g. 8/255), got {value!r}.")
-    if norm == "Linf" and number > 1:
-        raise ValueError(
-            f"{name}={value!r} is larger than the whole [0, 1] pixel range; budgets are in [0, 1] units "
-            "(write 8/255, not 8)."
-        )
+    check_budget(number, name, norm)
     return number
 
 

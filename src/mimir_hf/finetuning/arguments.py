@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
+from ..validation import check_budget
 from .conversion import POOLINGS
 
 __all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments", "TRADES_STARTS"]
@@ -128,11 +129,7 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
         if self.attack_model_mode not in ("eval", "train"):
             raise ValueError(f"attack_model_mode must be 'eval' or 'train', got {self.attack_model_mode!r}.")
         for name in ("attack_epsilon", "attack_step_size", "eval_attack_epsilon", "eval_attack_step_size"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1:
-                raise ValueError(
-                    f"{name}={value} must lie in [0, 1]: budgets are in pixel units (8/255 = 0.0314), not grey levels."
-                )
+            check_budget(getattr(self, name), name)
         for name in ("attack_steps", "eval_attack_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")

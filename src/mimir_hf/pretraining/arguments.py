@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
+from ..validation import check_budget
 from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_COMPUTE_DTYPES, MI_ESTIMATORS
 
 __all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
@@ -124,13 +125,11 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
                 "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on "
                 "Ampere and newer GPUs, no scaling needed) or full precision."
             )
-        for name in ("attack_epsilon", "attack_step_size", "mi_weight", "mi_epsilon"):
+        for name in ("attack_epsilon", "attack_step_size"):
+            check_budget(getattr(self, name), name)
+        for name in ("mi_weight", "mi_epsilon"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.attack_epsilon > 1:
-            raise ValueError(
-                f"attack_epsilon={self.attack_epsilon} exceeds the [0, 1] pixel range; write 8/255 as 0.0314."
-            )
         if self.attack_steps < 0:
             raise ValueError(f"attack_steps must be >= 0, got {self.attack_steps}.")
         if self.mi_sigma <= 0:
