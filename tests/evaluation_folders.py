@@ -28,7 +28,7 @@ def write_evaluation(
             assert not np.any(outcome & ~np.asarray(correct["clean"], dtype=bool)), "robust but not clean-correct"
         results[name] = AttackResult(parse_attack_name(name, settings), outcome, np.where(outcome, labels, -1))
     report = RobustnessReport(folder.name, "synthetic", "test", settings.epsilon, 0, labels, results, indices=indices)
-    report.save(folder, plot=False)
+    report.save(folder)
     return folder
 
 

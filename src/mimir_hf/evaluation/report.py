@@ -4,6 +4,7 @@ the worst-case column and the printed table."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,16 @@ class RobustnessReport:
             "curve_file": self.files.get("curve"),
         }
 
-    def save(self, output_dir: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write robustness.json, per_sample.npz and (if `plot`) the accuracy-vs-ε PNG."""
+    def save(
+        self,
+        output_dir: str | Path,
+        curve: Callable[["RobustnessReport", Path], Path | None] | None = None,
+    ) -> dict[str, Path]:
+        """Write robustness.json, per_sample.npz and, with a `curve` drawer (the runner passes
+        `plots.plot_accuracy_vs_epsilon`), the accuracy-vs-ε PNG that robustness.json then names.
+
+        The drawer is passed in rather than imported here, so that the report (data) does not
+        depend on the plotting module, which reads reports."""
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
@@ -149,12 +158,10 @@ class RobustnessReport:
             worst_case_attacks=np.array(self.worst_case_attacks, dtype=str),
         )
         paths["per_sample"] = output_dir / PER_SAMPLE_FILE
-        if plot:
-            from .plots import plot_accuracy_vs_epsilon
-
-            curve = plot_accuracy_vs_epsilon(self, output_dir / CURVE_FILE)
-            if curve is not None:
-                paths["curve"] = curve
+        if curve is not None:
+            drawn = curve(self, output_dir / CURVE_FILE)
+            if drawn is not None:
+                paths["curve"] = drawn
                 self.files["curve"] = CURVE_FILE
         if (output_dir / AUTOATTACK_LOG).exists():
             self.files["autoattack_log"] = AUTOATTACK_LOG

@@ -28,6 +28,7 @@ from .attacks import (
     parse_budget,
 )
 from .checks import LARGE_EPSILON, run_checks
+from .plots import plot_accuracy_vs_epsilon
 from .report import AUTOATTACK_LOG, RobustnessReport
 from .results import AttackResult
 from .sharding import current_shard, gather_records, wait_for_everyone
@@ -568,7 +569,7 @@ def evaluate_robustness(
         logger.warning(message)
         warnings.warn(message, GradientMaskingWarning, stacklevel=2)
     if out is not None and shard.is_main:
-        report.save(out, plot=plot)
+        report.save(out, curve=plot_accuracy_vs_epsilon if plot else None)
     wait_for_everyone(shard)
     return report
 
