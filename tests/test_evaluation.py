@@ -379,3 +379,17 @@ def test_one_epsilon_formatter_that_round_trips():
         assert abs(parse_budget(format_epsilon(epsilon)) - epsilon) < 1e-6
     assert format_epsilon(0.0314) == "8.007/255"  # never rounded to a nicer fraction than what ran
     assert (format_epsilon(None), format_epsilon(0.5, "L2")) == ("—", "0.5")
+
+
+def test_evaluate_from_args_leaves_the_callers_thread_count_alone(tmp_path, monkeypatch):
+    import torch
+
+    import mimir_hf.evaluation.runner as runner
+    from mimir_hf.data import DataArguments
+    from mimir_hf.evaluation import EvaluationArguments
+
+    seen = []
+    monkeypatch.setattr(runner, "evaluate_robustness", lambda *a, **k: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    runner.evaluate_from_args(EvaluationArguments(output_dir=str(tmp_path), num_threads=before + 1), DataArguments())
+    assert seen == [before + 1] and torch.get_num_threads() == before

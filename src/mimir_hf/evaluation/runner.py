@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -583,8 +584,25 @@ def evaluate_from_args(
     value that breaks it is an error, never silently replaced), and ImageNet is evaluated on RobustBench's
     5,000-image list (`robustbench_args.imagenet_ids_file`, default the shipped copy).
     """
-    if getattr(eval_args, "num_threads", None):
-        torch.set_num_threads(int(eval_args.num_threads))
+    with _torch_threads(getattr(eval_args, "num_threads", None)):
+        return _evaluate_from_args(eval_args, data_args, progress=progress, robustbench_args=robustbench_args)
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count for the duration only: the caller's process keeps its own setting."""
+    if not num_threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None, robustbench_args: Any) -> RobustnessReport:
     data: Any = data_args.dataset
     indices = None
     dataset_name = None
