@@ -393,3 +393,34 @@ def test_evaluate_from_args_leaves_the_callers_thread_count_alone(tmp_path, monk
     before = torch.get_num_threads()
     runner.evaluate_from_args(EvaluationArguments(output_dir=str(tmp_path), num_threads=before + 1), DataArguments())
     assert seen == [before + 1] and torch.get_num_threads() == before
+
+
+def test_attack_run_state_goes_to_details_not_into_the_shared_spec(monkeypatch):
+    """AttackSpec is frozen and shared by every batch: a run's counts must not leak into it."""
+    import torch
+    from torch import nn
+
+    import mimir_hf.mutual_information as mi
+    from mimir_hf.evaluation import Attack, AttackSettings, parse_attack_name
+    from mimir_hf.evaluation.wrapper import LogitsModel
+
+    def singular(*args, **kwargs):
+        raise torch.linalg.LinAlgError("singular")
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Flatten()  # the encoder whose output the adaptive attacks read
+            self.head = nn.Linear(48, 3)
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+    monkeypatch.setattr(mi, "hsic_normalized_cca", singular)
+    model = LogitsModel(Tiny())
+    spec = parse_attack_name("pgd-mi-3", AttackSettings(epsilon=8 / 255))
+    options_before = dict(spec.options)
+    details: dict = {}
+    Attack(spec).run(model, torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0]), details=details)
+    assert details["mi_dropped_steps"] == 3  # every step fell back to CE, counted where the run reports it
+    assert dict(spec.options) == options_before

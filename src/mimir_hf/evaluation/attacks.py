@@ -270,7 +270,7 @@ class Attack:
         kind = self.spec.kind
         if kind in ("autoattack", "square"):
             return _run_autoattack(self.spec, model, inputs, labels, details)
-        objective = _objective(self.spec, model, inputs, labels)
+        objective = _objective(self.spec, model, inputs, labels, details)
 
         def fooled(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -296,7 +296,12 @@ def build_attack(name: str, settings: AttackSettings) -> Attack:
     return Attack(parse_attack_name(name, settings))
 
 
-def _objective(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor):
+def _objective(
+    spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, labels: torch.Tensor, details: dict[str, Any] | None = None
+):
+    """The per-sample loss the attack maximises. Run state (pgd-mi's dropped MI steps) goes into
+    `details`, never into the spec, which describes the attack and is shared by every batch."""
+    details = {} if details is None else details
     if spec.kind == "pgd":
         return cross_entropy_objective(model, labels)
     if spec.kind == "cw":
@@ -316,10 +321,10 @@ def _objective(spec: AttackSpec, model: LogitsModel, inputs: torch.Tensor, label
             try:
                 hsic = hsic_normalized_cca(features.flatten(1).float(), x.flatten(1).float())
             except torch.linalg.LinAlgError:  # singular kernel: this step follows CE alone, counted
-                spec.options["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) + 1
+                details["mi_dropped_steps"] = details.get("mi_dropped_steps", 0) + 1
                 return ce
             if not torch.isfinite(hsic):
-                spec.options["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) + 1
+                details["mi_dropped_steps"] = details.get("mi_dropped_steps", 0) + 1
                 return ce
             # Maximising mean(CE) + w·nHSIC is, up to the factor B that sign(∇) ignores, maximising
             # Σ_i (CE_i + w·nHSIC): every sample carries the whole (batch-level) MI term.
@@ -411,10 +416,6 @@ def _run_autoattack(
     with torch.no_grad():
         num_classes = int(model(inputs[:1]).shape[1])
     version, attacks, note = _autoattack_plan(spec, num_classes)
-    if note:
-        spec.options["note"] = note
-    if attacks is not None:
-        spec.options["attacks_run"] = list(attacks)
     adversary = _build_autoattack(spec, model, version, attacks, num_classes, inputs.device)
     components = list(adversary.attacks_to_run)
     devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []

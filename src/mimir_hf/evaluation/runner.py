@@ -242,7 +242,6 @@ def _state_description(
     model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
 ) -> dict[str, Any]:
     """What decides every batch's result: a resumed run must match it exactly."""
-    runtime = {"note", "attacks_run", "mi_dropped_steps"}
     return {
         "model": model_name,
         "weights": weights,
@@ -256,7 +255,7 @@ def _state_description(
             {
                 "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
                 "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
-                "options": {k: v for k, v in s.options.items() if k not in runtime},
+                "options": dict(s.options),
             }
             for s in specs
         ],
@@ -284,7 +283,6 @@ def _evaluate_batch(
         predictions = np.full(size, -1, dtype=np.int64)
         max_perturbation = 0.0
         details: dict[str, Any] = {}
-        dropped_before = int(spec.options.get("mi_dropped_steps", 0))
         start = time.perf_counter()
         todo = np.flatnonzero(clean_correct)
         if todo.size:
@@ -303,7 +301,7 @@ def _evaluate_batch(
             predictions[todo] = predicted.cpu().numpy()
             correct[todo] = (predicted == ys).cpu().numpy()
         if spec.kind == "pgd-mi":
-            details["mi_dropped_steps"] = int(spec.options.get("mi_dropped_steps", 0)) - dropped_before
+            details.setdefault("mi_dropped_steps", 0)
         if spec.kind == "clean":
             clean_correct = correct.copy()
         outcome[spec.name] = {
