@@ -372,7 +372,7 @@ def test_comparison_plot_draws_the_intervals_given(tmp_path) -> None:
 def test_one_epsilon_formatter_that_round_trips():
     """Reports, attack names and cards share one formatter; L∞ text parses back to the budget that ran."""
     from mimir_hf.evaluation import format_epsilon, parse_budget
-    from mimir_hf.hub import report as hub_report
+    from mimir_hf.hub import robustness_results as hub_report
 
     assert hub_report.format_epsilon is format_epsilon
     for epsilon in (8 / 255, 0.5 / 255, 4 / 255, 0.0314, 0.123):

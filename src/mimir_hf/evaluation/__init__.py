@@ -40,7 +40,7 @@ from .comparison import (
 from .corruptions import CorruptionReport, evaluate_corruptions
 from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
 from .robustbench import RobustBenchArguments, write_robustbench_submission
-from .report import RobustnessReport, load_per_sample
+from .robustness_report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
 from .runner import (
     DEFAULT_EPSILON_SWEEP,

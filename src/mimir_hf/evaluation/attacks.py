@@ -53,7 +53,6 @@ __all__ = [
     "norm_display",
     "parse_attack_name",
     "parse_budget",
-    "with_epsilon",
 ]
 
 ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd-mi", "pgd-feature")
@@ -489,9 +488,3 @@ def capture_autoattack_log(path: str | Path | None) -> Iterator[list[str]]:
             handler.close()
         logger.setLevel(old_level)
         logger.propagate = old_propagate
-
-
-def with_epsilon(spec: AttackSpec, epsilon: float, settings: AttackSettings) -> AttackSpec:
-    """The same attack at another budget (the ε-sweep)."""
-    base = spec.name.split("@")[0]
-    return parse_attack_name(f"{base}@eps={format_epsilon(epsilon, settings.norm)}", settings)

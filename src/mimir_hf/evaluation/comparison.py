@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .attacks import format_epsilon
-from .report import PER_SAMPLE_FILE, REPORT_FILE, load_per_sample
+from .robustness_report import PER_SAMPLE_FILE, REPORT_FILE, load_per_sample
 
 __all__ = [
     "COMPARISON_FILES",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .report import RobustnessReport
+    from .robustness_report import RobustnessReport
 
 __all__ = ["plot_accuracy_comparison", "plot_accuracy_vs_epsilon"]
 

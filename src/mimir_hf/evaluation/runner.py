@@ -30,7 +30,7 @@ from .attacks import (
 )
 from .checks import LARGE_EPSILON, run_checks
 from .plots import plot_accuracy_vs_epsilon
-from .report import AUTOATTACK_LOG, RobustnessReport
+from .robustness_report import AUTOATTACK_LOG, RobustnessReport
 from .results import AttackResult
 from .sharding import current_shard, gather_records, wait_for_everyone
 from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint

@@ -20,7 +20,7 @@ from .cards import (
     write_model_card,
 )
 from .publish import PublishError, PublishResult, files_to_publish, publish_checkpoint
-from .report import InvalidReportError, MissingEvaluationError, check_classifier_report, load_robustness_report
+from .robustness_results import InvalidReportError, MissingEvaluationError, check_classifier_report, load_robustness_report
 
 __all__ = [
     "CITATION_BIBTEX",

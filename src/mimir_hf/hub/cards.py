@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from .additional_data import uses_additional_data
-from .report import (
+from .robustness_results import (
     REPORT_FILENAME,
     attack_display_name,
     attack_order,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .report import attack_display_name, attack_order, autoattack_suite, format_epsilon, is_sweep_entry
+from .robustness_results import attack_display_name, attack_order, autoattack_suite, format_epsilon, is_sweep_entry
 
 __all__ = ["EVAL_RESULTS_DIR", "eval_results_dataset_id", "eval_result_files", "eval_result_entries"]
 

@@ -25,7 +25,7 @@ import yaml
 
 from .cards import RECIPE_CONFIG, CardKind, build_model_card, load_recipe_config
 from .eval_results import EVAL_RESULTS_DIR, eval_result_files
-from .report import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
+from .robustness_results import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
 
 __all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint", "stock_config_json"]
 
