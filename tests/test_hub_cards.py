@@ -322,3 +322,26 @@ def test_an_l2_card_labels_its_threat_model(classifier):
     assert names["autoattack"].endswith("(L2, ε=0.5)")
     assert {r.metric_config: r.metric_args["norm"] for r in card.data.eval_results if r.metric_config != "clean"} == {
         "pgd-20": "L2", "pgd-100": "L2", "autoattack": "L2"}
+
+
+def test_the_report_the_evaluation_writes_is_the_one_the_publisher_publishes(tmp_path):
+    """End to end without a hand-written report: evaluate_robustness writes robustness.json into the
+    checkpoint, and the card's model-index carries exactly its numbers."""
+    import torch
+    from huggingface_hub import ModelCard
+
+    from mimir_hf.evaluation import evaluate_robustness
+
+    folder = build_tiny_checkpoints(tmp_path)["classifier"]
+    (folder / "robustness.json").unlink()  # the hand-written one the fixture ships
+    generator = torch.Generator().manual_seed(0)
+    report = evaluate_robustness(
+        str(folder), torch.rand(8, 3, 16, 16, generator=generator), labels=torch.arange(8) % 3,
+        attacks=["clean", "pgd-3", "autoattack"], autoattack_version="custom", autoattack_attacks=["apgd-ce"],
+        epsilon_sweep=(), batch_size=8, output_dir=folder, device="cpu", progress=False, plot=False,
+    )
+    result = publish_checkpoint(folder, "org/mimir-tiny", dry_run=True)
+    assert result.dry_run and "robustness.json" in result.files
+    values = {r.metric_config: r.metric_value for r in ModelCard(result.card).data.eval_results}
+    assert values == {name: report.accuracy(name) for name in ("clean", "pgd-3", "autoattack")}
+    assert "AutoAttack (custom: APGD-CE)" in result.card  # the suite that ran, from the report
