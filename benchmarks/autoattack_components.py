@@ -25,12 +25,8 @@ from _common import machine_description, median  # noqa: E402
 from eval_cost import random_classifier  # noqa: E402
 
 from mimir_hf.evaluation import load_classifier  # noqa: E402
-from mimir_hf.evaluation.attacks import (  # noqa: E402
-    AttackSettings,
-    _build_autoattack,
-    _run_autoattack,
-    parse_attack_name,
-)
+from mimir_hf.evaluation.attack_specs import AttackSettings, parse_attack_name  # noqa: E402
+from mimir_hf.evaluation.autoattack import _build_autoattack, run_autoattack  # noqa: E402
 
 
 def main() -> None:
@@ -74,7 +70,7 @@ def main() -> None:
 
     def per_component() -> torch.Tensor:
         details: dict = {}
-        adversarial = _run_autoattack(spec, model, x, y, details)
+        adversarial = run_autoattack(spec, model, x, y, details)
         with torch.no_grad():
             return model(adversarial).argmax(1) == y
 

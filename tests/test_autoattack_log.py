@@ -2,7 +2,7 @@
 
 import logging
 
-from mimir_hf.evaluation.attacks import capture_autoattack_log
+from mimir_hf.evaluation.autoattack import capture_autoattack_log
 
 
 def test_the_log_header_explains_the_clean_correct_subset(tmp_path):

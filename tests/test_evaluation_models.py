@@ -11,7 +11,8 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
 from mimir_hf.evaluation import LogitsModel, evaluate_robustness, load_classifier
-from mimir_hf.evaluation.attacks import AttackSettings, _autoattack_plan, _build_autoattack, parse_attack_name
+from mimir_hf.evaluation.attack_specs import AttackSettings, parse_attack_name
+from mimir_hf.evaluation.autoattack import _autoattack_plan, _build_autoattack
 
 
 

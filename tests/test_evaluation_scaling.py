@@ -18,7 +18,8 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from mimir_hf.data import make_image_processor
 from mimir_hf.evaluation import evaluate_robustness
-from mimir_hf.evaluation.attacks import AttackSettings, _build_autoattack, parse_attack_name
+from mimir_hf.evaluation.attack_specs import AttackSettings, parse_attack_name
+from mimir_hf.evaluation.autoattack import _build_autoattack
 from mimir_hf.evaluation.state import STATE_DIRNAME, StateMismatchError
 from mimir_hf.evaluation.wrapper import LogitsModel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .attacks import DEFAULT_ATTACKS, parse_budget
+from .attack_specs import DEFAULT_ATTACKS, parse_budget
 
 __all__ = ["ComparisonArguments", "EvaluationArguments"]
 

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .attacks import format_epsilon, norm_display
+from .attack_specs import format_epsilon, norm_display
 from .results import AttackResult, Check
 
 __all__ = ["run_checks", "LARGE_EPSILON"]

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import format_epsilon
+from .attack_specs import format_epsilon
 from .robustness_report import PER_SAMPLE_FILE, REPORT_FILE, load_per_sample
 
 __all__ = [

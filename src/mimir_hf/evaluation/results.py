@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import AttackSpec
+from .attack_specs import AttackSpec
 
 __all__ = ["AttackResult", "Check"]
 

@@ -224,7 +224,7 @@ def check_protocol_arguments(eval_args: Any, data_args: Any) -> None:
     budget = ROBUSTBENCH_EPSILONS.get((dataset, norm))
     if budget is None:
         raise ValueError(f"RobustBench has no {norm} leaderboard for {dataset}.")
-    from .attacks import parse_budget
+    from .attack_specs import parse_budget
 
     if abs(parse_budget(eval_args.epsilon) - budget) > 1e-6:
         shown = _eps_text(budget, norm)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import format_epsilon, norm_display
+from .attack_specs import format_epsilon, norm_display
 from .results import AttackResult, Check
 
 __all__ = ["RobustnessReport", "SCHEMA_VERSION", "load_per_sample"]

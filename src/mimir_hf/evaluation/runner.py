@@ -17,17 +17,10 @@ from torch import nn
 from ..attacks import preserve_mode
 from ..data.processing import load_image_processor
 from ..validation import check_pixel_values
-from .attacks import (
-    DEFAULT_ATTACKS,
-    AttackSettings,
-    AttackSpec,
-    Attack,
-    autoattack_version as _autoattack_package_version,
-    format_epsilon,
-    capture_autoattack_log,
-    parse_attack_name,
-    parse_budget,
-)
+from .attack_specs import DEFAULT_ATTACKS, AttackSettings, AttackSpec, format_epsilon, parse_attack_name, parse_budget
+from .attacks import Attack
+from .autoattack import autoattack_version as _autoattack_package_version
+from .autoattack import capture_autoattack_log
 from .checks import LARGE_EPSILON, run_checks
 from .plots import plot_accuracy_vs_epsilon
 from .robustness_report import AUTOATTACK_LOG, RobustnessReport
@@ -419,7 +412,7 @@ def evaluate_robustness(
             dataset name, an image folder, a `.npz`), a `datasets.Dataset` with `image`/`label`
             columns, or a pixel tensor (B, C, H, W) in [0, 1] together with `labels`.
         num_samples: evaluate the first N samples of the split (RobustBench style); None for all.
-        attacks: names (see `mimir_hf.evaluation.attacks`), e.g. ["clean", "pgd-20", "autoattack"].
+        attacks: names (see `mimir_hf.evaluation.attack_specs`), e.g. ["clean", "pgd-20", "autoattack"].
         epsilon: the headline L∞ budget in [0, 1] units (a float or "8/255").
         step_size: PGD step α (default ε/4, i.e. 2/255 at 8/255).
         epsilon_sweep: extra budgets at which `sweep_attack` runs (the accuracy-vs-ε curve and the

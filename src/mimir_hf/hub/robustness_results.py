@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.attacks import format_epsilon  # one formatter for reports and cards
+from ..evaluation.attack_specs import format_epsilon  # one formatter for reports and cards
 
 __all__ = [
     "REPORT_FILENAME",
