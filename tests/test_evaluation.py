@@ -384,14 +384,14 @@ def test_one_epsilon_formatter_that_round_trips():
 def test_evaluate_from_args_leaves_the_callers_thread_count_alone(tmp_path, monkeypatch):
     import torch
 
-    import mimir_hf.evaluation.runner as runner
+    import mimir_hf.evaluation.from_args as from_args
     from mimir_hf.data import DataArguments
     from mimir_hf.evaluation import EvaluationArguments
 
     seen = []
-    monkeypatch.setattr(runner, "evaluate_robustness", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(from_args, "evaluate_robustness", lambda *a, **k: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
-    runner.evaluate_from_args(EvaluationArguments(output_dir=str(tmp_path), num_threads=before + 1), DataArguments())
+    from_args.evaluate_from_args(EvaluationArguments(output_dir=str(tmp_path), num_threads=before + 1), DataArguments())
     assert seen == [before + 1] and torch.get_num_threads() == before
 
 

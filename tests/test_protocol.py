@@ -138,7 +138,7 @@ def test_canary_cached_file_can_report_a_missing_entry(tmp_path):
 
 
 def test_evaluation_refuses_a_checkpoint_whose_processor_does_not_load(tmp_path):
-    from mimir_hf.evaluation.runner import load_classifier
+    from mimir_hf.evaluation.loading import load_classifier
 
     folders = build_tiny_checkpoints(tmp_path)
     classifier = folders["classifier"]

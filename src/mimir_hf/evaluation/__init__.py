@@ -42,14 +42,9 @@ from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
 from .robustbench import RobustBenchArguments, write_robustbench_submission
 from .robustness_report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
-from .runner import (
-    DEFAULT_EPSILON_SWEEP,
-    GradientMaskingWarning,
-    evaluate_from_args,
-    evaluate_robustness,
-    load_classifier,
-    plan_attacks,
-)
+from .from_args import evaluate_from_args
+from .loading import load_classifier
+from .runner import DEFAULT_EPSILON_SWEEP, GradientMaskingWarning, evaluate_robustness, plan_attacks
 from .wrapper import LogitsModel, normalization_from_processor
 
 

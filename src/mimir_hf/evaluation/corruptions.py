@@ -155,7 +155,7 @@ def evaluate_corruptions(
 ) -> CorruptionReport:
     """Clean accuracy of `model` on every corruption and severity of `data` (a source name or a `datasets.Dataset`
     with image, label, corruption and severity columns)."""
-    from .runner import _image_size, load_classifier
+    from .loading import classifier_image_size, load_classifier
 
     wrapper, model_name, processor = load_classifier(model, device=device, image_processor=image_processor)
     device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
@@ -186,7 +186,7 @@ def evaluate_corruptions(
         raise ValueError(f"Severities must lie in 1..5, got [{severities.min()}, {severities.max()}].")
     images = prepare_evaluation_data(
         dataset.select_columns(["image", "label"]), split=split, dataset_config=None, image_column=None,
-        label_column=None, image_size=_image_size(wrapper, processor, image_size), num_samples=count,
+        label_column=None, image_size=classifier_image_size(wrapper, processor, image_size), num_samples=count,
         dataset_name=source_name,
     )
     from tqdm.auto import tqdm

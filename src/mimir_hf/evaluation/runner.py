@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import torch
 from torch import nn
 
 from ..attacks import preserve_mode
-from ..data.processing import load_image_processor
 from ..validation import check_pixel_values
 from .attack_specs import DEFAULT_ATTACKS, AttackSettings, AttackSpec, format_epsilon, parse_attack_name, parse_budget
 from .attacks import Attack
@@ -28,15 +26,14 @@ from .results import AttackResult
 from .sharding import current_shard, gather_records, wait_for_everyone
 from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint
 from .streaming import EvaluationData, prepare_evaluation_data
-from .wrapper import LogitsModel, normalization_from_processor
+from .loading import check_labels, classifier_image_size, load_classifier
+from .wrapper import LogitsModel
 
 __all__ = [
     "DEFAULT_EPSILON_SWEEP",
     "DEFAULT_L2_EPSILON_SWEEP",
     "GradientMaskingWarning",
-    "evaluate_from_args",
     "evaluate_robustness",
-    "load_classifier",
     "plan_attacks",
 ]
 
@@ -82,110 +79,6 @@ def plan_attacks(
         unique.setdefault(spec.name, spec)
     clean = unique.pop("clean", None) or parse_attack_name("clean", settings)
     return [clean, *unique.values()]
-
-
-# ----------------------------------------------------------------------------------------------
-# model and data
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_classifier(
-    model: str | Path | nn.Module,
-    *,
-    device: str | torch.device | None = None,
-    image_processor: Any = None,
-) -> tuple[LogitsModel, str, Any]:
-    """Wrap `model` (an object, a local directory or a Hub id) as a [0, 1]-pixels → logits module.
-
-    Returns (wrapper, model name for the report, image processor or None).
-    """
-    device = torch.device(device) if device is not None else _default_device()
-    if isinstance(model, (str, Path)):
-        from transformers import AutoModelForImageClassification
-
-        name = str(model)
-        try:
-            module = AutoModelForImageClassification.from_pretrained(name)
-        except (OSError, ValueError, KeyError) as error:
-            local = Path(name).expanduser()
-            where = (
-                f"the directory {name!r} exists but holds no image-classification checkpoint"
-                if local.exists()
-                else f"{name!r} is neither a local directory nor a Hub model available offline"
-            )
-            raise OSError(
-                f"Cannot load an image classifier from {name!r}: {where}. Give a directory written by "
-                f"`save_pretrained` (e.g. the finetune recipe's output) or a Hub id of an image classifier "
-                f"(a `vit_mae` pretraining checkpoint must be finetuned first). Cause: {error}"
-            ) from error
-        if image_processor is None:
-            image_processor = load_image_processor(name)
-    elif isinstance(model, nn.Module):
-        module = model
-        source = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or "")
-        name = source or type(model).__name__
-        if image_processor is None and source and Path(source).is_dir():
-            # a model object loaded from a directory: honour the processor saved beside it
-            image_processor = load_image_processor(source)
-    else:
-        raise TypeError(f"`model` must be a path, a Hub id or an nn.Module, got {type(model).__name__}.")
-    stats = normalization_from_processor(image_processor)
-    config = getattr(module, "config", None)
-    wrapper = LogitsModel(
-        module,
-        mean=stats[0] if stats else None,
-        std=stats[1] if stats else None,
-        num_channels=getattr(config, "num_channels", None),
-    )
-    wrapper.to(device)
-    if any(p.is_floating_point() and p.dtype != torch.float32 for p in wrapper.parameters()):
-        logger.warning("Casting the model to float32 for the evaluation (attacks in half precision are unreliable).")
-        wrapper.float()
-    return wrapper, name, image_processor
-
-
-def _image_size(wrapper: LogitsModel, image_processor: Any, override: int | None) -> int | None:
-    if override:
-        return int(override)
-    config = getattr(wrapper.model, "config", None)
-    size = getattr(config, "image_size", None)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    if size:
-        return int(size)
-    processor_size = getattr(image_processor, "size", None) or {}
-    if isinstance(processor_size, dict):
-        return processor_size.get("height") or processor_size.get("shortest_edge")
-    return None
-
-
-def _check_labels(wrapper: LogitsModel, labels: torch.Tensor, num_classes: int, data_names: list[str] | None) -> None:
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(
-            f"The data has labels in [{low}, {high}] but the model has {num_classes} output classes: this model "
-            "was not trained for this dataset (or the label column is wrong)."
-        )
-    config = getattr(wrapper.model, "config", None)
-    id2label = getattr(config, "id2label", None) or {}
-    model_names = [str(id2label.get(i, id2label.get(str(i), ""))) for i in range(num_classes)]
-    generic = all(n == f"LABEL_{i}" or n == "" for i, n in enumerate(model_names))
-    if data_names and not generic:
-        mismatched = [
-            (i, model_names[i], data_names[i])
-            for i in range(min(len(data_names), num_classes))
-            if model_names[i].strip().lower() != str(data_names[i]).strip().lower()
-        ]
-        if mismatched or len(data_names) != num_classes:
-            shown = ", ".join(f"{i}: model {m!r} vs data {d!r}" for i, m, d in mismatched[:5])
-            raise ValueError(
-                f"The model's labels do not match the data's classes ({num_classes} model classes, "
-                f"{len(data_names)} data classes{'; ' + shown if shown else ''}). Evaluate the model on the "
-                "dataset it was finetuned on."
-            )
 
 
 def _versions() -> dict[str, str]:
@@ -464,7 +357,7 @@ def evaluate_robustness(
     evaluation_data = prepare_evaluation_data(
         data, labels=labels, split=split, dataset_config=dataset_config, image_column=image_column,
         label_column=label_column,
-        image_size=None if isinstance(data, torch.Tensor) else _image_size(wrapper, processor, image_size),
+        image_size=None if isinstance(data, torch.Tensor) else classifier_image_size(wrapper, processor, image_size),
         num_samples=num_samples, indices=indices, crop_fraction=eval_crop_fraction, dataset_name=dataset_name,
     )
     n = len(evaluation_data)
@@ -472,7 +365,7 @@ def evaluate_robustness(
     check_pixel_values(first, getattr(wrapper, "num_channels", None), name="evaluation images")
     with torch.no_grad(), preserve_mode(wrapper, "eval"):
         num_classes = int(wrapper(first.to(device)).shape[1])
-    _check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
+    check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
 
     out = Path(output_dir) if output_dir is not None else None
     batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
@@ -564,95 +457,3 @@ def evaluate_robustness(
         report.save(out, curve=plot_accuracy_vs_epsilon if plot else None)
     wait_for_everyone(shard)
     return report
-
-
-def evaluate_from_args(
-    eval_args: Any, data_args: Any, *, progress: bool | None = None, robustbench_args: Any = None
-) -> RobustnessReport:
-    """Run `evaluate_robustness` from the recipe's `EvaluationArguments` and `DataArguments`.
-
-    With `protocol: robustbench` the arguments are checked against RobustBench's protocol first (an explicit
-    value that breaks it is an error, never silently replaced), and ImageNet is evaluated on RobustBench's
-    5,000-image list (`robustbench_args.imagenet_ids_file`, default the shipped copy).
-    """
-    with _torch_threads(getattr(eval_args, "num_threads", None)):
-        return _evaluate_from_args(eval_args, data_args, progress=progress, robustbench_args=robustbench_args)
-
-
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count for the duration only: the caller's process keeps its own setting."""
-    if not num_threads:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None, robustbench_args: Any) -> RobustnessReport:
-    data: Any = data_args.dataset
-    indices = None
-    dataset_name = None
-    norm = getattr(eval_args, "norm", "Linf")
-    sweep: Any = eval_args.epsilon_sweep
-    if norm == "L2":
-        from dataclasses import fields
-
-        default_sweep = next(f.default_factory() for f in fields(eval_args) if f.name == "epsilon_sweep")
-        if list(sweep) == list(default_sweep):
-            sweep = None  # the L∞ default sweep means nothing as L2 radii: the L2 default replaces it
-        if "/255" in str(eval_args.epsilon):
-            logger.warning("--norm L2 with --epsilon %s: an L2 budget is a radius (RobustBench's CIFAR-10 L2 budget "
-                           "is 0.5), not a per-pixel k/255 budget.", eval_args.epsilon)
-    if getattr(eval_args, "protocol", "custom") == "robustbench":
-        from .robustbench import check_protocol_arguments, imagenet_test_image_ids, imagenet_test_indices, robustbench_dataset
-
-        check_protocol_arguments(eval_args, data_args)
-        if robustbench_dataset(data_args.dataset) == "imagenet":
-            from .. import data as mdata
-
-            data = mdata.load_image_dataset(
-                data_args.dataset, data_args.eval_split, config_name=data_args.dataset_config,
-                image_column=data_args.image_column, label_column=data_args.label_column, require_labels=True,
-            )
-            ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
-            indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
-            dataset_name = data_args.dataset
-    return evaluate_robustness(
-        eval_args.model_name_or_path,
-        data,
-        indices=indices,
-        dataset_name=dataset_name,
-        split=data_args.eval_split,
-        dataset_config=data_args.dataset_config,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        image_size=data_args.image_size,
-        eval_crop_fraction=data_args.eval_crop_fraction,
-        num_samples=data_args.max_eval_samples,
-        attacks=eval_args.attacks,
-        epsilon=eval_args.epsilon,
-        step_size=eval_args.step_size,
-        restarts=eval_args.restarts,
-        epsilon_sweep=sweep,
-        sweep_attack=eval_args.sweep_attack,
-        cw_steps=eval_args.cw_steps,
-        adaptive_steps=eval_args.adaptive_steps,
-        mi_weight=eval_args.mi_weight,
-        autoattack_version=eval_args.autoattack_version,
-        autoattack_attacks=eval_args.autoattack_attacks,
-        square_queries=eval_args.square_queries,
-        batch_size=eval_args.batch_size,
-        seed=eval_args.seed,
-        device=eval_args.device,
-        output_dir=eval_args.output_dir,
-        check_tolerance=eval_args.check_tolerance,
-        large_epsilon_max_accuracy=eval_args.large_epsilon_max_accuracy,
-        progress=(not eval_args.no_progress) if progress is None else progress,
-        resume=eval_args.resume,
-        norm=eval_args.norm,
-    )
