@@ -12,13 +12,12 @@ from .cards import (
     CITATION_BIBTEX,
     REQUIRED_TAGS,
     build_model_card,
-    load_recipe_config,
-    redact_config,
     render_model_card,
     template_path,
     validate_model_card,
     write_model_card,
 )
+from .recipe_configs import load_recipe_config, redact_config
 from .publish import PublishError, PublishResult, files_to_publish, publish_checkpoint
 from .robustness_results import InvalidReportError, MissingEvaluationError, check_classifier_report, load_robustness_report
 

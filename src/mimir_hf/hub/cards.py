@@ -9,9 +9,7 @@ is built with `huggingface_hub`'s `ModelCardData`/`EvalResult` and checked by pa
 
 from __future__ import annotations
 
-import importlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,17 @@ from typing import Any, Literal
 import yaml
 
 from .additional_data import uses_additional_data
+from .card_results import eval_results, percent, result_rows
+from .recipe_configs import (
+    RECIPE_CONFIG,
+    chosen_settings,
+    config_extras,
+    load_recipe_config,
+    redact_config,
+    stage_one_settings,
+)
 from .robustness_results import (
     REPORT_FILENAME,
-    attack_display_name,
-    attack_order,
-    autoattack_suite,
     check_classifier_report,
     format_epsilon,
     is_sweep_entry,
@@ -41,15 +45,12 @@ __all__ = [
     "render_model_card",
     "validate_model_card",
     "write_model_card",
-    "redact_config",
-    "load_recipe_config",
 ]
 
 CardKind = Literal["classifier", "pretraining"]
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 REQUIRED_TAGS = ("mimir", "adversarial-robustness", "vision-transformer")
 PIPELINE_TAGS = {"classifier": "image-classification", "pretraining": "image-feature-extraction"}
-RECIPE_CONFIG = "recipe_config.yaml"
 DEFAULT_LICENSE = "apache-2.0"
 CITATION_BIBTEX = """@article{xu2023mimir,
   title   = {{MIMIR}: Masked Image Modeling for Mutual Information-based Adversarial Robustness},
@@ -59,7 +60,6 @@ CITATION_BIBTEX = """@article{xu2023mimir,
   url     = {https://arxiv.org/abs/2312.04960}
 }"""
 # ViT sizes used by MIMIR (hidden, layers, heads) -> name.
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _UNRENDERED = re.compile(r"\{\{[^{}]*\}\}|\{%.*?%\}|\{#.*?#\}")
 
@@ -69,33 +69,6 @@ def template_path(kind: CardKind) -> Path:
     if kind not in PIPELINE_TAGS:
         raise ValueError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
     return TEMPLATES_DIR / f"{kind}.md.j2"
-
-
-def redact_config(value: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """Replace secret-looking values (keys naming a token, password, ...) and known secret strings."""
-    if isinstance(value, dict):
-        return {
-            key: ("<redacted>" if _SECRET_KEY.search(str(key)) and item not in (None, "", False) else redact_config(item, secrets))
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact_config(item, secrets) for item in value]
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret:
-                value = value.replace(secret, "<redacted>")
-    return value
-
-
-def load_recipe_config(directory: str | Path, secrets: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """`<directory>/recipe_config.yaml` with secrets removed, or None when the run did not write one."""
-    path = Path(directory) / RECIPE_CONFIG
-    if not path.is_file():
-        return None
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{str(path)!r} must hold a mapping of option names to values.")
-    return redact_config(data, secrets)
 
 
 def _dump_yaml(data: dict[str, Any]) -> str:
@@ -110,18 +83,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 def _looks_like_hub_id(value: Any) -> bool:
     return isinstance(value, str) and _HUB_ID.fullmatch(value) is not None and not Path(value).exists()
-
-
-def _config_extras(config: dict[str, Any]) -> dict[str, Any]:
-    """Keys of config.json that the stock configuration class does not define (the MIMIR settings)."""
-    try:
-        from transformers import AutoConfig
-
-        stock = AutoConfig.for_model(config["model_type"]).to_dict()
-    except (KeyError, ValueError):  # no or unknown model type: show nothing rather than everything
-        return {}
-    ignore = {"transformers_version", "architectures", "dtype", "torch_dtype", "id2label", "label2id", "auto_map", "use_cache"}
-    return {k: v for k, v in config.items() if k not in stock and k not in ignore}
 
 
 def stock_classes(model_type: str, kind: CardKind) -> tuple[str, str]:
@@ -193,105 +154,6 @@ def _labels_preview(config: dict[str, Any], limit: int = 10) -> str:
     return shown + (f", … ({len(labels)} in total)" if len(labels) > limit else "")
 
 
-def _pct(fraction: float) -> str:
-    return f"{100 * fraction:.2f}"
-
-
-def _ci_pct(fraction: float, n: Any) -> str:
-    if not isinstance(n, int) or n <= 0:
-        return "—"
-    return f"{100 * 1.96 * math.sqrt(fraction * (1 - fraction) / n):.2f}"
-
-
-def _cell(entry: dict[str, Any], key: str) -> Any:
-    value = entry.get(key)
-    return "—" if value is None else value
-
-
-def _result_rows(report: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The results table, and the ε-sweep: per swept attack, its budgets in increasing order with the
-    headline budget (measured under the attack's plain name) among them."""
-    rows, sweep = [], []
-    default_n = report.get("num_samples")
-    headline = report["threat_model"]["epsilon"]
-    norm = report["threat_model"].get("norm", "Linf")
-    for name in sorted(report["attacks"], key=attack_order):
-        entry = report["attacks"][name]
-        library = entry.get("library") or ("—" if name == "clean" else "?")
-        if entry.get("library_version"):
-            library = f"{library} {entry['library_version']}"
-        row = {
-            "name": name,
-            "display": attack_display_name(name, entry),
-            "accuracy": entry["accuracy"],
-            "accuracy_pct": _pct(entry["accuracy"]),
-            "ci_pct": _ci_pct(entry["accuracy"], entry.get("num_samples", default_n)),
-            "epsilon_display": "—" if name == "clean" else format_epsilon(entry.get("epsilon"), norm),
-            "steps": "—" if name == "clean" else _cell(entry, "steps"),
-            "step_size_display": format_epsilon(entry.get("step_size"), norm) if entry.get("step_size") is not None else "—",
-            "restarts": "—" if name == "clean" else _cell(entry, "restarts"),
-            "library": library,
-        }
-        (sweep if is_sweep_entry(name) else rows).append(row)
-    swept = {row["name"].partition("@")[0] for row in sweep}
-    sweep += [{**row, "headline": True} for row in rows if row["name"] in swept]
-    for row in sweep:
-        row["family"] = row["name"].partition("@")[0]
-        row["epsilon"] = report["attacks"][row["name"]].get("epsilon", headline)
-        row["family_display"] = attack_display_name(row["family"], report["attacks"].get(row["family"]))
-    sweep.sort(key=lambda row: (row["family"], row["epsilon"]))
-    return rows, sweep
-
-
-def _eval_results(report: dict[str, Any], dataset_id: str | None) -> list:
-    """One EvalResult per non-sweep entry: clean accuracy, then the robust accuracies, values verbatim."""
-    from huggingface_hub import EvalResult
-
-    threat = report["threat_model"]
-    dataset = dataset_id or report.get("dataset") or "unknown"
-    results = []
-    for name in sorted(report["attacks"], key=attack_order):
-        if is_sweep_entry(name):
-            continue
-        entry = report["attacks"][name]
-        args: dict[str, Any] = {
-            "norm": threat.get("norm", "Linf"),
-            "epsilon": entry.get("epsilon", threat["epsilon"]),
-            "input_range": list(threat.get("input_range", [0.0, 1.0])),
-            "normalization": threat.get("normalization", "none"),
-        }
-        for key in ("steps", "step_size", "restarts", "library", "library_version", "num_samples", "seed", "version"):
-            if entry.get(key) is not None:
-                args[key] = entry[key]
-        if name == "autoattack" and (suite := autoattack_suite(entry)):
-            args["version"] = suite.split(":")[0]  # the suite that ran: a standard request with a component dropped is custom
-        if entry.get("attacks_run"):
-            args["components"] = list(entry["attacks_run"])
-        if name == "clean":
-            args = {k: v for k, v in args.items() if k in ("num_samples", "seed", "input_range", "normalization")}
-            metric_name = "Clean accuracy"
-            metric_type = "accuracy"
-        else:
-            norm_text = "L∞" if args["norm"] == "Linf" else args["norm"]
-            metric_name = f"{attack_display_name(name, entry)} accuracy ({norm_text}, ε={format_epsilon(args['epsilon'], args['norm'])})"
-            metric_type = "robust_accuracy"
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                task_name="Adversarially robust image classification",
-                dataset_type=dataset,
-                dataset_name=dataset,
-                dataset_split=report.get("split"),
-                metric_type=metric_type,
-                metric_name=metric_name,
-                metric_config=name,
-                metric_value=entry["accuracy"],
-                metric_args=args,
-            )
-        )
-    return results
-
-
 @dataclass
 class _CardInputs:
     kind: CardKind
@@ -299,60 +161,6 @@ class _CardInputs:
     report: dict[str, Any] | None
     training_config: dict[str, Any] | None
     evaluation_config: dict[str, Any] | None
-
-
-# The dataclasses each recipe writes into recipe_config.yaml, to tell the values a run chose from defaults.
-_RECIPE_ARGUMENTS = {
-    "pretraining": (("mimir_hf.pretraining.run", "PretrainModelArguments"), ("mimir_hf.data", "DataArguments"),
-                    ("mimir_hf.pretraining", "MimirTrainingArguments")),
-    "classifier": (("mimir_hf.finetuning", "ModelArguments"), ("mimir_hf.data", "DataArguments"),
-                   ("mimir_hf.finetuning", "AdversarialTrainingArguments")),
-    "evaluation": (("mimir_hf.evaluation", "EvaluationArguments"), ("mimir_hf.data", "DataArguments")),
-}
-# Shown even at their default: what a reader needs to know how the model was made.
-_ALWAYS_SHOWN = (
-    "dataset", "model_name_or_path", "model_size", "image_size", "num_train_epochs", "max_steps",
-    "per_device_train_batch_size", "learning_rate", "base_learning_rate", "adversarial_method", "attack_epsilon",
-    "attack_step_size", "attack_steps", "mi_weight", "attacks", "epsilon", "autoattack_version",
-)
-# What MIMIR's stage 1 chose, read from the pretraining checkpoint's config.json for a classifier's card.
-_STAGE_ONE_KEYS = ("mask_ratio", "norm_pix_loss")
-
-
-def _recipe_defaults(kind: str) -> dict[str, Any] | None:
-    """Every option's default as `recipe_config.yaml` would record it; None if the arguments cannot be built."""
-    from ..training.runs import recipe_config_dict
-
-    try:
-        instances = [getattr(importlib.import_module(module), name)() for module, name in _RECIPE_ARGUMENTS[kind]]
-    except Exception:  # noqa: BLE001 - an unbuildable default shows the whole config rather than a wrong subset
-        return None
-    return recipe_config_dict(*instances)
-
-
-def chosen_settings(config: dict[str, Any], kind: str) -> tuple[dict[str, Any], bool]:
-    """The options of a recipe config that differ from the defaults (plus the essentials), and whether it
-    was filtered. A card lists these; the full file travels next to it."""
-    defaults = _recipe_defaults(kind)
-    if defaults is None:
-        return config, False
-    chosen = {
-        k: v for k, v in config.items()
-        if (k in _ALWAYS_SHOWN and v not in (None, -1)) or k not in defaults or defaults[k] != v
-    }
-    return chosen, True
-
-
-def _stage_one_settings(training_config: dict[str, Any] | None) -> dict[str, Any] | None:
-    """MIMIR's pretraining settings (λ, the attack, the mask ratio) of the checkpoint a classifier started
-    from, when that checkpoint is a local directory; a Hub id is linked instead (`base_model`)."""
-    source = (training_config or {}).get("model_name_or_path")
-    if not isinstance(source, str) or not (Path(source) / "config.json").is_file():
-        return None
-    config = json.loads((Path(source) / "config.json").read_text(encoding="utf-8"))
-    settings = _config_extras(config)
-    settings.update({key: config[key] for key in _STAGE_ONE_KEYS if key in config})
-    return settings or None
 
 
 def _find_epsilon(*sources: tuple[str, dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -426,13 +234,13 @@ def build_model_card(
         datasets=[dataset_id] if dataset_id else None,
         base_model=base_model if kind == "classifier" else None,
         model_name=model_name if kind == "classifier" else None,
-        eval_results=_eval_results(loaded_report, dataset_id) if loaded_report else None,
+        eval_results=eval_results(loaded_report, dataset_id) if loaded_report else None,
     )
     if uses_additional_data(folder, training_config):  # RobustBench's flag; see hub/additional_data.py
         card_data.additional_data = True
 
     arch = _architecture(config, kind)
-    extras = _config_extras(config)
+    extras = config_extras(config)
     shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
     shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
     start = (training_config or {}).get("model_name_or_path")
@@ -448,7 +256,7 @@ def build_model_card(
         "training_config_filtered": filtered,
         "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
         "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
-        "stage_one_settings": _dump_yaml(settings) if (settings := _stage_one_settings(training_config)) else "",
+        "stage_one_settings": _dump_yaml(settings) if (settings := stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,
         "mimir_hf_version": __version__,
         "dataset": dataset_source,
@@ -463,10 +271,10 @@ def build_model_card(
         threat.setdefault("normalization", "none")
         threat["norm_display"] = "L∞" if str(threat["norm"]).lower() in ("linf", "l_inf", "l∞") else threat["norm"]
         threat["epsilon_display"] = format_epsilon(float(threat["epsilon"]), str(threat["norm"]))
-        rows, sweep = _result_rows(loaded_report)
+        rows, sweep = result_rows(loaded_report)
         worst = loaded_report.get("worst_case")
         if isinstance(worst, dict) and isinstance(worst.get("accuracy"), (int, float)):
-            worst = {**worst, "attacks": worst.get("attacks") or [], "accuracy_pct": _pct(worst["accuracy"])}
+            worst = {**worst, "attacks": worst.get("attacks") or [], "accuracy_pct": percent(worst["accuracy"])}
         else:
             worst = None
         checks = [c for c in loaded_report.get("checks") or [] if isinstance(c, dict)]

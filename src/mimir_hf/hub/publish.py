@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from .cards import RECIPE_CONFIG, CardKind, build_model_card, load_recipe_config
+from .cards import CardKind, build_model_card
+from .recipe_configs import RECIPE_CONFIG, load_recipe_config
 from .eval_results import EVAL_RESULTS_DIR, eval_result_files
 from .robustness_results import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
 
