@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -73,37 +75,23 @@ def _evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None
             ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
             indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
             dataset_name = data_args.dataset
+    # Every argument whose name evaluate_robustness also takes goes through by name (so a new option
+    # needs no line here); only the few whose names differ, or that were resolved above, are mapped.
+    parameters = inspect.signature(evaluate_robustness).parameters
+    by_name = {
+        f.name: getattr(arguments, f.name)
+        for arguments in (data_args, eval_args)
+        for f in dataclasses.fields(arguments)
+        if f.name in parameters and f.name not in ("epsilon_sweep", "progress")
+    }
     return evaluate_robustness(
         eval_args.model_name_or_path,
         data,
+        **by_name,
         indices=indices,
         dataset_name=dataset_name,
         split=data_args.eval_split,
-        dataset_config=data_args.dataset_config,
-        image_column=data_args.image_column,
-        label_column=data_args.label_column,
-        image_size=data_args.image_size,
-        eval_crop_fraction=data_args.eval_crop_fraction,
         num_samples=data_args.max_eval_samples,
-        attacks=eval_args.attacks,
-        epsilon=eval_args.epsilon,
-        step_size=eval_args.step_size,
-        restarts=eval_args.restarts,
         epsilon_sweep=sweep,
-        sweep_attack=eval_args.sweep_attack,
-        cw_steps=eval_args.cw_steps,
-        adaptive_steps=eval_args.adaptive_steps,
-        mi_weight=eval_args.mi_weight,
-        autoattack_version=eval_args.autoattack_version,
-        autoattack_attacks=eval_args.autoattack_attacks,
-        square_queries=eval_args.square_queries,
-        batch_size=eval_args.batch_size,
-        seed=eval_args.seed,
-        device=eval_args.device,
-        output_dir=eval_args.output_dir,
-        check_tolerance=eval_args.check_tolerance,
-        large_epsilon_max_accuracy=eval_args.large_epsilon_max_accuracy,
         progress=(not eval_args.no_progress) if progress is None else progress,
-        resume=eval_args.resume,
-        norm=eval_args.norm,
     )
