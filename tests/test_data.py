@@ -22,7 +22,7 @@ from mimir_hf.data import (
     with_transform,
 )
 
-CIFAR_DIR = Path("/work/shared/data/cifar10")
+CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"  # the shared copy beside the repo
 
 
 def _images(n: int, size: int = 8, channels: int = 3, seed: int = 0) -> np.ndarray:
