@@ -10,11 +10,38 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTMAEConfig
 
-__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_COMPUTE_DTYPES", "MI_ESTIMATORS"]
+from ..validation import check_budget
+
+__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_COMPUTE_DTYPES", "MI_ESTIMATORS", "check_method_settings"]
 
 ATTACK_TARGETS = ("adversarial", "clean")
 MI_ESTIMATORS = ("hsic_cca", "hsic", "renyi")
 MI_COMPUTE_DTYPES = ("auto", "float64", "float32")
+
+
+def check_method_settings(settings: object) -> None:
+    """Raise a `ValueError` naming the field for an invalid MIMIR setting.
+
+    The one check of the method's hyper-parameters, shared by `MimirConfig` (a loaded or built
+    model) and `MimirTrainingArguments` (a run), which carry the same fields.
+    """
+    if settings.attack_target not in ATTACK_TARGETS:
+        raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {settings.attack_target!r}.")
+    if settings.mi_estimator not in MI_ESTIMATORS:
+        raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {settings.mi_estimator!r}.")
+    if settings.mi_compute_dtype not in MI_COMPUTE_DTYPES:
+        raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {settings.mi_compute_dtype!r}.")
+    for name in ("attack_epsilon", "attack_step_size"):
+        check_budget(getattr(settings, name), name)
+    for name in ("mi_weight", "mi_epsilon"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(settings, name)}.")
+    if settings.attack_steps < 0:
+        raise ValueError(f"attack_steps must be >= 0, got {settings.attack_steps}.")
+    if settings.mi_sigma <= 0:
+        raise ValueError(f"mi_sigma must be > 0, got {settings.mi_sigma}.")
+    if not 0 <= settings.mask_ratio < 1:
+        raise ValueError(f"mask_ratio must be in [0, 1), got {settings.mask_ratio}.")
 
 
 @strict
@@ -79,16 +106,7 @@ class MimirConfig(ViTMAEConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.attack_target not in ATTACK_TARGETS:
-            raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
-        if self.mi_estimator not in MI_ESTIMATORS:
-            raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
-        if self.mi_compute_dtype not in MI_COMPUTE_DTYPES:
-            raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {self.mi_compute_dtype!r}.")
-        if self.mi_weight < 0:
-            raise ValueError(f"mi_weight must be >= 0, got {self.mi_weight}.")
-        if not 0 <= self.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
+        check_method_settings(self)
         for name in ("image_size", "patch_size"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)) and len(set(value)) != 1:

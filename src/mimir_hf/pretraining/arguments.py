@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
-from ..validation import check_budget
-from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_COMPUTE_DTYPES, MI_ESTIMATORS
+from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_COMPUTE_DTYPES, MI_ESTIMATORS, check_method_settings
 
 __all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
 
@@ -113,29 +112,13 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.attack_target not in ATTACK_TARGETS:
-            raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {self.attack_target!r}.")
-        if self.mi_estimator not in MI_ESTIMATORS:
-            raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {self.mi_estimator!r}.")
-        if self.mi_compute_dtype not in MI_COMPUTE_DTYPES:
-            raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {self.mi_compute_dtype!r}.")
+        check_method_settings(self)
         if self.fp16 and self.attack_steps > 0:
             raise ValueError(
                 "fp16 is not supported for MIMIR pretraining: the attack's input gradient is not loss-scaled, so "
                 "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on "
                 "Ampere and newer GPUs, no scaling needed) or full precision."
             )
-        for name in ("attack_epsilon", "attack_step_size"):
-            check_budget(getattr(self, name), name)
-        for name in ("mi_weight", "mi_epsilon"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.attack_steps < 0:
-            raise ValueError(f"attack_steps must be >= 0, got {self.attack_steps}.")
-        if self.mi_sigma <= 0:
-            raise ValueError(f"mi_sigma must be > 0, got {self.mi_sigma}.")
-        if not 0 <= self.mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}.")
 
     def method_config(self) -> dict[str, object]:
         """The MIMIR fields, as they are written into the model's `MimirConfig`.
