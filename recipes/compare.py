@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mimir_hf.cli import parse_recipe_args, save_recipe_config
+from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.evaluation import ComparisonArguments, compare_evaluations
 from mimir_hf.evaluation.comparison import COMPARISON_FILES
 
@@ -44,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_recipe(main))

@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 
-from mimir_hf.cli import parse_recipe_args
+from mimir_hf.cli import parse_recipe_args, run_recipe
 from mimir_hf.convert import ConversionArguments, convert_reference_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = parse_recipe_args((ConversionArguments,), argv)
     if not args.checkpoint or not args.output_dir:
-        raise SystemExit("error: --checkpoint and --output_dir are required.")
+        raise ValueError("--checkpoint and --output_dir are required.")
     result = convert_reference_checkpoint(**asdict(args))  # the dataclass fields are the function's arguments
     record = result.record
     weights = "the EMA copy" if record["used_ema_weights"] else "the raw weights"
@@ -35,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_recipe(main))

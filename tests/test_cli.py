@@ -128,3 +128,28 @@ def test_recipe_user_error_is_one_line_under_accelerate_launch(tmp_path):
     direct = subprocess.run([sys.executable, str(REPO / "recipes/finetune.py"), "--model_name_or_path", missing],
                             env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert direct.returncode == USER_ERROR_EXIT_CODE and "Traceback" not in direct.stderr
+
+
+RECIPES_WITH_USER_ERRORS = ("pretrain", "finetune", "evaluate", "publish", "compare", "convert_reference")
+
+
+@pytest.mark.parametrize("name", RECIPES_WITH_USER_ERRORS)
+def test_every_recipe_runs_through_run_recipe(name):
+    """One clear line and exit 2 for a user error, whichever recipe the user typed."""
+    source = (REPO / "recipes" / f"{name}.py").read_text()
+    assert "sys.exit(run_recipe(main" in source
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "message"),
+    [("compare", ["--evaluations", "only-one"], "error: "), ("convert_reference", [], "--checkpoint and --output_dir are required")],
+)
+def test_the_newer_recipes_report_a_user_error_in_one_line(name, argv, message, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", REPO / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert run_recipe(module.main, argv) == USER_ERROR_EXIT_CODE
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and message in err[0]
