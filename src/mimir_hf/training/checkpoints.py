@@ -6,8 +6,12 @@ is `vit.encoder.layer.N.attention.attention.query` rather than the modules' `vit
 `Trainer._load_best_model`, however, call a raw, non-strict `load_state_dict`: every transformer
 layer is reported "missing" in a log line and silently keeps the weights it had, so a resumed
 run trains on from freshly initialised layers (transformers issues #43701 / #48805, fix not
-released as of 5.23). We load through `from_pretrained`, which applies the conversion, and copy
-the result in strictly, so a mismatch is an error rather than a log line.
+released as of 5.23). We rename the checkpoint's keys with transformers' own conversion mapping
+and load the result strictly, so a mismatch is an error rather than a log line, and no second
+model is built. The mapping functions are private (`conversion_mapping.get_model_conversion_mapping`,
+`core_model_loading.rename_source_key`); tests/test_transformers_canaries.py fails loudly if they
+change. A model whose checkpoints need tensor conversions (fused or split weights, none of ours)
+goes through `from_pretrained` instead, which applies them.
 """
 
 from __future__ import annotations
@@ -19,22 +23,57 @@ from transformers import PreTrainedModel
 
 from transformers.utils import logging
 
-__all__ = ["ConvertedCheckpointMixin", "load_checkpoint_weights"]
+__all__ = ["ConvertedCheckpointMixin", "converted_state_dict", "load_checkpoint_weights"]
 
 logger = logging.get_logger(__name__)
+
+
+def converted_state_dict(model: PreTrainedModel, checkpoint_dir: str) -> dict[str, torch.Tensor] | None:
+    """`checkpoint_dir`'s safetensors weights under `model`'s live parameter names, or None when a
+    plain renaming cannot do it (tensor conversions needed, or no safetensors file)."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, rename_source_key
+
+    single = os.path.join(checkpoint_dir, "model.safetensors")
+    index = os.path.join(checkpoint_dir, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index, encoding="utf-8") as handle:
+            files = [os.path.join(checkpoint_dir, name) for name in sorted(set(json.load(handle)["weight_map"].values()))]
+    else:
+        return None
+    transforms = get_model_conversion_mapping(model)
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    if converters:
+        return None
+    renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+    expected = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        for key, tensor in load_file(file).items():
+            # positional: the fourth parameter is `prefix` in transformers 5.9 and `base_model_prefix` later
+            renamed, _ = rename_source_key(key, renamings, converters, model.base_model_prefix, expected)
+            state[renamed] = tensor
+    return state
 
 
 @torch.no_grad()
 def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str) -> None:
     """Load `checkpoint_dir`'s weights into `model` in place, applying transformers' key conversion."""
-    loaded = type(model).from_pretrained(checkpoint_dir, config=model.config)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    state = converted_state_dict(model, checkpoint_dir)
+    if state is None:  # tensor conversions: let from_pretrained apply them, then copy
+        loaded = type(model).from_pretrained(checkpoint_dir, config=model.config)
+        state = loaded.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(
             f"Checkpoint {checkpoint_dir} does not match the model: missing {missing[:5]}..., "
             f"unexpected {unexpected[:5]}..."
         )
-    del loaded
 
 
 class ConvertedCheckpointMixin:
