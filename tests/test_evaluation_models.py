@@ -158,4 +158,6 @@ def test_progress_bars_are_shown(capsys) -> None:
     x, y = own_labels(model, 4)
     evaluate_robustness(model, x, labels=y, attacks=["clean", "pgd-2"], epsilon_sweep=(), plot=False, progress=True)
     err = capsys.readouterr().err
-    assert "pgd-2" in err and "img" in err
+    assert "attack=pgd-2" in err and "4/4" in err  # the bar names the attack running and reaches every image
+    evaluate_robustness(model, x, labels=y, attacks=["clean", "pgd-2"], epsilon_sweep=(), plot=False, progress=False)
+    assert "img/s" not in capsys.readouterr().err  # and is off when asked
