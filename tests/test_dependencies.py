@@ -47,3 +47,18 @@ def test_the_api_that_sets_the_minimum_is_still_there():
 
 def test_torch_is_not_capped():
     assert "<" not in _requirement("torch")
+
+
+def test_the_stages_import_without_datasets_or_evaluate():
+    """The GPU machine has neither (benchmarks/gpu_check.py carries only pyautoattack and pytest):
+    training and evaluating a model object must import without them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['datasets'] = None; sys.modules['evaluate'] = None\n"
+        "import mimir_hf.pretraining, mimir_hf.finetuning, mimir_hf.evaluation\n"
+        "from mimir_hf.evaluation import AttackSettings, build_attack, evaluate_robustness\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

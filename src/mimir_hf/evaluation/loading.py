@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.processing import load_image_processor
 from .wrapper import LogitsModel, normalization_from_processor
 
 __all__ = ["check_labels", "classifier_image_size", "load_classifier"]
@@ -52,14 +51,14 @@ def load_classifier(
                 f"(a `vit_mae` pretraining checkpoint must be finetuned first). Cause: {error}"
             ) from error
         if image_processor is None:
-            image_processor = load_image_processor(name)
+            image_processor = _saved_processor(name)
     elif isinstance(model, nn.Module):
         module = model
         source = str(getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "") or "")
         name = source or type(model).__name__
         if image_processor is None and source and Path(source).is_dir():
             # a model object loaded from a directory: honour the processor saved beside it
-            image_processor = load_image_processor(source)
+            image_processor = _saved_processor(source)
     else:
         raise TypeError(f"`model` must be a path, a Hub id or an nn.Module, got {type(model).__name__}.")
     stats = normalization_from_processor(image_processor)
@@ -116,3 +115,11 @@ def check_labels(wrapper: LogitsModel, labels: torch.Tensor, num_classes: int, d
                 f"{len(data_names)} data classes{'; ' + shown if shown else ''}). Evaluate the model on the "
                 "dataset it was finetuned on."
             )
+
+
+def _saved_processor(source: str) -> Any:
+    # imported here: `mimir_hf.data` needs `datasets`, which an evaluation of a model object on
+    # tensors (and the GPU machine) does without
+    from ..data.processing import load_image_processor
+
+    return load_image_processor(source)
