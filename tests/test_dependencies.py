@@ -49,7 +49,7 @@ def test_torch_is_not_capped():
     assert "<" not in _requirement("torch")
 
 
-def test_the_stages_import_without_datasets_or_evaluate():
+def test_the_stages_import_and_train_without_datasets_or_evaluate(tmp_path):
     """The GPU machine has neither (benchmarks/gpu_check.py carries only pyautoattack and pytest):
     training and evaluating a model object must import without them."""
     import subprocess
@@ -59,6 +59,15 @@ def test_the_stages_import_without_datasets_or_evaluate():
         "import sys; sys.modules['datasets'] = None; sys.modules['evaluate'] = None\n"
         "import mimir_hf.pretraining, mimir_hf.finetuning, mimir_hf.evaluation\n"
         "from mimir_hf.evaluation import AttackSettings, build_attack, evaluate_robustness\n"
+        "import torch\n"
+        "from mimir_hf.modeling import MimirForPreTraining, mimir_config\n"
+        "from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments\n"
+        "model = MimirForPreTraining(mimir_config('vit-t', 16, patch_size=4, hidden_size=32, num_hidden_layers=1,"
+        " num_attention_heads=2, intermediate_size=64))\n"
+        "data = [{'pixel_values': torch.rand(3, 16, 16)} for _ in range(4)]\n"
+        "args = MimirTrainingArguments(output_dir=sys.argv[1], per_device_train_batch_size=2, max_steps=1,"
+        " use_cpu=True, report_to='none', save_strategy='no', disable_tqdm=True)\n"
+        "MimirTrainer(model=model, args=args, train_dataset=data).train()\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -9,6 +9,8 @@ the processes — keep every batch's composition. tests/test_mixing.py has a can
 
 from __future__ import annotations
 
+import sys
+
 from torch.utils.data import Dataset, Sampler
 
 __all__ = ["MixedSamplingMixin"]
@@ -18,14 +20,13 @@ class MixedSamplingMixin:
     """Put before `Trainer` in the bases; only a `MixedDataset` training set changes the sampling."""
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
-        # Imported here: the data layer needs `datasets`, which the trainers (and the conversion code that
-        # imports them through `mimir_hf.finetuning`) do not otherwise require.
-        from ..data.mixing import MixedBatchSampler, MixedDataset
-
+        # A MixedDataset exists only if its module was imported; importing it here would pull in the
+        # data layer and `datasets`, which the trainers (and the GPU machine) otherwise do without.
+        mixing = sys.modules.get("mimir_hf.data.mixing")
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        if not isinstance(dataset, MixedDataset):
+        if mixing is None or not isinstance(dataset, mixing.MixedDataset):
             return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return MixedBatchSampler(
+        return mixing.MixedBatchSampler(
             dataset.num_real, dataset.num_generated, self._train_batch_size, dataset.unsup_fraction, seed=seed
         )
