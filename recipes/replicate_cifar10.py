@@ -72,6 +72,7 @@ class Stage:
     output_dir: Path
     overrides: list[str] = field(default_factory=list)
     accelerate_config: Path | None = None  # run under `accelerate launch --config_file ...`
+    needs: str | None = None  # the stage whose output this one starts from
 
     @property
     def kind(self) -> str:
@@ -121,6 +122,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap_samples", type=int, default=10_000,
                         help="Bootstrap resamples of the test images for the paired statistics.")
     parser.add_argument("--bootstrap_seed", type=int, default=0, help="Seed of that resampling.")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="Stages run at once, each as soon as the stage it starts from has finished (a finetune waits "
+                             "for its pretraining, an evaluation for its finetune). With more than one, each stage's output "
+                             "goes to <output_dir>/logs/<stage>.log and, unless OMP_NUM_THREADS is set, each gets "
+                             "cpu_count // jobs threads. On 2 CPU cores 2 jobs of 1 thread do ~1.1x the work of 1 job of 2.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
     args = parser.parse_args(argv)
@@ -133,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--scale_factor must be > 0.")
     if args.bootstrap_samples < 1:
         parser.error("--bootstrap_samples must be >= 1.")
+    if args.jobs < 1:
+        parser.error("--jobs must be >= 1.")
     args.stage_configs, config_set = _stage_configs(args, parser)
     for key in ("pretrain_args", "finetune_args", "eval_args"):  # the set's defaults first, the command line's after
         setattr(args, key, " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part))
@@ -236,7 +244,7 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
             f"finetune-{arm['name']}", "finetune.py", configs["finetune"], output,
             [*data, "--model_name_or_path", start, "--output_dir", str(output), *_train_subset(configs["finetune"], args),
              *steps, *resume, *arm["finetune_overrides"], *shlex.split(args.finetune_args)],
-            accelerate_config=launch,
+            accelerate_config=launch, needs=None if arm["pretrain"] is None else f"pretrain-{arm['pretrain']}",
         ))
     for key in args.arms:
         arm = ARMS[key]
@@ -248,6 +256,7 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
             f"eval-{arm['name']}", "evaluate.py", configs["evaluate"], output,
             [*data, "--model_name_or_path", str(out / f"finetune-{arm['name']}"), "--output_dir", str(output),
              *extra, *shlex.split(args.eval_args)],
+            needs=f"finetune-{arm['name']}",
         ))
     return stages
 
@@ -264,41 +273,100 @@ def _format_seconds(seconds: float | None) -> str:
 
 
 def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
-    """Run (or skip) each stage; record its command, status and wall time in stages.json as it goes."""
+    """Run (or skip) the stages, up to `args.jobs` at once, each once the stage it needs has finished;
+    record every command, status and wall time in stages.json as it goes.
+
+    A failed stage stops new launches; the stages already running finish (their work is kept), then
+    the driver exits with the failure, and `--skip_existing` resumes from there.
+    """
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "stages.json"
     record = _load_json(log_path)
+    jobs = getattr(args, "jobs", 1)
+    env = dict(os.environ)
+    if jobs > 1:
+        (out / "logs").mkdir(exist_ok=True)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     total_start = time.perf_counter()
-    for index, stage in enumerate(stages, 1):
-        command = stage.command(args.python)
-        prefix = f"[{index}/{len(stages)}] {stage.name}"
-        if args.skip_existing and stage.is_complete():
-            previous = record.get(stage.name, {})
-            print(f"{prefix}: outputs exist in {stage.output_dir}, skipped "
-                  f"(wall time of the run that made them: {_format_seconds(previous.get('wall_time_seconds'))})", flush=True)
-            record[stage.name] = {**previous, "skipped_at_last_invocation": True}
-            log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            continue
-        print(f"{prefix}: {shlex.join(command)}", flush=True)
-        start = time.perf_counter()
-        completed = subprocess.run(command, check=False)
+    position = {stage.name: index for index, stage in enumerate(stages, 1)}
+    pending = list(stages)
+    done: set[str] = set()
+    running: dict[str, tuple[Stage, subprocess.Popen, float, object]] = {}
+    failed: list[str] = []
+
+    def prefix(stage: Stage) -> str:
+        return f"[{position[stage.name]}/{len(stages)}] {stage.name}"
+
+    def save() -> None:
+        log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+    while pending or running:
+        while not failed and len(running) < jobs:
+            stage = next((s for s in pending if s.needs is None or s.needs in done or s.needs not in position), None)
+            if stage is None:
+                break
+            pending.remove(stage)
+            if args.skip_existing and stage.is_complete():
+                previous = record.get(stage.name, {})
+                print(f"{prefix(stage)}: outputs exist in {stage.output_dir}, skipped "
+                      f"(wall time of the run that made them: {_format_seconds(previous.get('wall_time_seconds'))})", flush=True)
+                record[stage.name] = {**previous, "skipped_at_last_invocation": True}
+                save()
+                done.add(stage.name)
+                continue
+            command = stage.command(args.python)
+            log = None
+            if jobs > 1:
+                log = open(out / "logs" / f"{stage.name}.log", "a", encoding="utf-8")  # noqa: SIM115 (closed on exit)
+                print(f"{prefix(stage)}: {shlex.join(command)}  (output: {log.name})", flush=True)
+            else:
+                print(f"{prefix(stage)}: {shlex.join(command)}", flush=True)
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+            running[stage.name] = (stage, process, time.perf_counter(), log)
+        if failed and not running:
+            break
+        if not running:
+            if pending:  # only stages whose input stage is not planned and not done: nothing can start
+                raise SystemExit(f"error: stages {[s.name for s in pending]} wait for stages that did not run.")
+            break
+        finished = _wait_any(running)
+        stage, process, start, log = running.pop(finished)
+        if log is not None:
+            log.close()
         wall = time.perf_counter() - start
         record[stage.name] = {
-            "command": shlex.join(command),
+            "command": shlex.join(stage.command(args.python)),
             "wall_time_seconds": round(wall, 1),
-            "returncode": completed.returncode,
+            "returncode": process.returncode,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
             "skipped_at_last_invocation": False,
+            **({"threads": env["OMP_NUM_THREADS"], "parallel_jobs": jobs} if jobs > 1 else {}),
         }
-        log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        save()
         # evaluate.py exits 3 when a gradient-masking check failed: the report exists and says so.
-        if completed.returncode != 0 and not (stage.kind == "eval" and stage.is_complete()):
-            raise SystemExit(f"error: stage {stage.name} failed (exit status {completed.returncode}); "
-                             "fix it and rerun with --skip_existing to keep the finished stages.")
-        print(f"{prefix}: done in {_format_seconds(wall)} "
+        if process.returncode != 0 and not (stage.kind == "eval" and stage.is_complete()):
+            failed.append(f"{stage.name} (exit status {process.returncode})")
+            print(f"{prefix(stage)}: FAILED (exit status {process.returncode})"
+                  + (f"; its output is in {log.name}" if log is not None else "")
+                  + (f"; waiting for {', '.join(running)} to finish" if running else ""), flush=True)
+            continue
+        done.add(stage.name)
+        print(f"{prefix(stage)}: done in {_format_seconds(wall)} "
               f"(elapsed {_format_seconds(time.perf_counter() - total_start)})", flush=True)
+    if failed:
+        raise SystemExit(f"error: stage {', '.join(failed)} failed; "
+                         "fix it and rerun with --skip_existing to keep the finished stages.")
     return record
+
+
+def _wait_any(running: dict) -> str:
+    """The name of the first running stage to exit (polling: subprocess has no portable wait-any)."""
+    while True:
+        for name, (_, process, _, _) in running.items():
+            if process.poll() is not None:
+                return name
+        time.sleep(0.5)
 
 
 def _accuracy(report: dict, name: str) -> float | None:

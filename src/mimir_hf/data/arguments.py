@@ -82,8 +82,9 @@ class DataArguments:
     validation_split_size: int | None = field(
         default=None,
         metadata={
-            "help": "Finetuning: hold out N training images (drawn with validation_split_seed, removed from training) "
-            "and validate on them instead of on eval_split, so that checkpoint selection never sees test images."
+            "help": "Hold out N training images (drawn with validation_split_seed, removed from training). Finetuning "
+            "validates on them instead of on eval_split, so that checkpoint selection never sees test images; "
+            "pretraining removes the same images, so no stage of a comparison trains on them."
         },
     )
     validation_split_seed: int = field(

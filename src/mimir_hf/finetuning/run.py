@@ -160,5 +160,5 @@ def run_finetuning(
         output_dir = Path(training_args.output_dir)
         processor.save_pretrained(output_dir)
         save_recipe_config(output_dir, model_args, data_args, training_args)
-        logger.info("Classifier written to %s (a stock `vit` checkpoint).", output_dir)
+        logger.info("Classifier written to %s (a stock `%s` checkpoint).", output_dir, model.config.model_type)
     return metrics

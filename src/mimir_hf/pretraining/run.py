@@ -18,6 +18,7 @@ from transformers import set_seed
 from ..training.runs import save_recipe_config
 from ..data.mixing import mix_generated_data
 from ..data import DataArguments, collate_images, eval_transform, make_image_processor, train_transform, with_transform
+from ..data.splits import hold_out_validation
 from ..modeling import MimirForPreTraining, mimir_config
 from ..training import resolve_resume
 from .arguments import MimirTrainingArguments
@@ -89,7 +90,17 @@ def run_pretraining(
             f"batch of {global_batch}; lower per_device_train_batch_size or add data."
         )
     eval_data = None
-    if training_args.eval_strategy != "no":
+    if data_args.validation_split_size is not None:
+        # The same seeded slice that finetuning holds out, so a comparison's validation images are never
+        # seen by any stage; the pretraining loss is monitored on them when eval_strategy asks for it.
+        train_data, eval_data = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
+        logger.info("Held %d training images out (seed %d); pretraining on the other %d.",
+                    len(eval_data), data_args.validation_split_seed, len(train_data))
+        if training_args.eval_strategy == "no":
+            eval_data = None
+        else:
+            eval_data = with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction))
+    elif training_args.eval_strategy != "no":
         eval_data = data_args.load(data_args.eval_split, max_samples=data_args.max_eval_samples)
         eval_data = with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction))
 
