@@ -51,7 +51,10 @@ import yaml
 RECIPES = Path(__file__).resolve().parent
 DEFAULT_CONFIG_DIR = RECIPES / "configs" / "replicate_cpu"
 STAGE_CONFIGS = ("pretrain_mae", "pretrain_mimir", "finetune", "evaluate")
-CONFIG_SET_KEYS = (*STAGE_CONFIGS, "accelerate_config", "pretrain_args", "finetune_args", "eval_args")
+# A second evaluation per arm, e.g. AutoAttack on the first 2,000 images when evaluate.yaml runs clean and
+# PGD-20 on all 10,000: AutoAttack on every image costs more than the rest of a CPU-scale run together.
+OPTIONAL_STAGE_CONFIGS = ("evaluate_autoattack",)
+CONFIG_SET_KEYS = (*STAGE_CONFIGS, *OPTIONAL_STAGE_CONFIGS, "accelerate_config", "pretrain_args", "finetune_args", "eval_args")
 
 # `finetune_overrides` come before --finetune_args, so a user's value still wins. The scratch arm trains
 # without layer-wise lr decay: decay is a prior for pretrained encoders and would starve its random
@@ -155,7 +158,8 @@ def _stage_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     """The four stage configs (and the config set's other entries), from --config_set or --config_dir."""
     if args.config_set is None:
         config_dir = Path(args.config_dir)
-        return {name: config_dir / f"{name}.yaml" for name in STAGE_CONFIGS}, {}
+        optional = {name: config_dir / f"{name}.yaml" for name in OPTIONAL_STAGE_CONFIGS if (config_dir / f"{name}.yaml").is_file()}
+        return {**{name: config_dir / f"{name}.yaml" for name in STAGE_CONFIGS}, **optional}, {}
     path = Path(args.config_set)
     if not path.is_file():
         parser.error(f"the config set {str(path)!r} does not exist.")
@@ -166,10 +170,11 @@ def _stage_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error(f"{path}: a config set maps {', '.join(STAGE_CONFIGS)} to config files (and may set "
                      f"{', '.join(CONFIG_SET_KEYS[4:])}); unknown keys {unknown}, missing {missing}.")
     resolved = dict(config_set)
-    for key in (*STAGE_CONFIGS, "accelerate_config"):
+    for key in (*STAGE_CONFIGS, *OPTIONAL_STAGE_CONFIGS, "accelerate_config"):
         if resolved.get(key) and resolved[key] != "none" and not Path(resolved[key]).is_absolute():
             resolved[key] = os.path.normpath(path.parent / resolved[key])
-    return {name: Path(resolved[name]) for name in STAGE_CONFIGS}, resolved
+    names = [*STAGE_CONFIGS, *(name for name in OPTIONAL_STAGE_CONFIGS if resolved.get(name) not in (None, "", "none"))]
+    return {name: Path(resolved[name]) for name in names}, resolved
 
 
 def check_data_dir(args: argparse.Namespace, stages: list[Stage]) -> None:
@@ -212,6 +217,20 @@ def _train_subset(config: Path, args: argparse.Namespace) -> list[str]:
     return []
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation of every arm: its config and output folder."""
+
+    config: str  # key of the stage configs
+    suffix: str  # eval-<arm><suffix>
+
+    def folder(self, arm: str) -> str:
+        return f"eval-{arm}{self.suffix}"
+
+
+EVALUATIONS = (Evaluation("evaluate", ""), Evaluation("evaluate_autoattack", "-autoattack"))
+
+
 def plan_stages(args: argparse.Namespace) -> list[Stage]:
     """The stages in the order they run: pretraining (MAE, MIMIR), three finetunes, three evaluations."""
     out = Path(args.output_dir)
@@ -248,16 +267,21 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
         ))
     for key in args.arms:
         arm = ARMS[key]
-        output = out / f"eval-{arm['name']}"
-        extra = ["--max_eval_samples", str(args.max_eval_samples)] if args.max_eval_samples is not None else []
-        if args.autoattack_version is not None:
-            extra += ["--autoattack_version", args.autoattack_version]
-        stages.append(Stage(
-            f"eval-{arm['name']}", "evaluate.py", configs["evaluate"], output,
-            [*data, "--model_name_or_path", str(out / f"finetune-{arm['name']}"), "--output_dir", str(output),
-             *extra, *shlex.split(args.eval_args)],
-            needs=f"finetune-{arm['name']}",
-        ))
+        for evaluation in EVALUATIONS:
+            if evaluation.config not in configs:
+                continue
+            output = out / evaluation.folder(arm["name"])
+            extra = []
+            if args.max_eval_samples is not None and evaluation.config == "evaluate":
+                extra = ["--max_eval_samples", str(args.max_eval_samples)]
+            if args.autoattack_version is not None:
+                extra += ["--autoattack_version", args.autoattack_version]
+            stages.append(Stage(
+                evaluation.folder(arm["name"]), "evaluate.py", configs[evaluation.config], output,
+                [*data, "--model_name_or_path", str(out / f"finetune-{arm['name']}"), "--output_dir", str(output),
+                 *extra, *shlex.split(args.eval_args)],
+                needs=f"finetune-{arm['name']}",
+            ))
     return stages
 
 
@@ -374,45 +398,70 @@ def _accuracy(report: dict, name: str) -> float | None:
     return None if entry is None else entry.get("accuracy")
 
 
+def _evaluations(args: argparse.Namespace) -> list[Evaluation]:
+    return [e for e in EVALUATIONS if e.config in args.stage_configs]
+
+
 def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> dict:
-    """results.json content, from the evaluations' robustness.json and the recorded stage wall times only."""
+    """results.json content, from the evaluations' robustness.json and the recorded stage wall times only.
+
+    With a second evaluation (evaluate_autoattack), each headline attack is read from the first
+    evaluation that ran it (clean and PGD-20 on all images, AutoAttack on the subset), the worst case
+    from the evaluation that ran most of them, and each evaluation gets its own paired statistics.
+    """
     out = Path(args.output_dir)
     stage_log = stage_log if stage_log is not None else _load_json(out / "stages.json")
+    evaluations = _evaluations(args)
     arms = []
     for key in args.arms:
         arm = ARMS[key]
-        report_path = out / f"eval-{arm['name']}" / "robustness.json"
-        stage_names = ([f"pretrain-{arm['pretrain']}"] if arm["pretrain"] else []) + [f"finetune-{arm['name']}", f"eval-{arm['name']}"]
+        folders = [e.folder(arm["name"]) for e in evaluations]
+        report_path = out / folders[0] / "robustness.json"
+        stage_names = ([f"pretrain-{arm['pretrain']}"] if arm["pretrain"] else []) + [f"finetune-{arm['name']}", *folders]
         wall = {name: stage_log.get(name, {}).get("wall_time_seconds") for name in stage_names}
         row: dict = {"arm": key, "name": arm["name"], "label": arm["label"], "report": str(report_path), "wall_time_seconds": wall}
-        if not report_path.is_file():
+        reports = {folder: _load_json(out / folder / "robustness.json") for folder in folders if (out / folder / "robustness.json").is_file()}
+        if len(reports) < len(folders):
             row["missing"] = True
             arms.append(row)
             continue
-        report = _load_json(report_path)
-        autoattack = report.get("attacks", {}).get("autoattack", {})
+        if len(folders) > 1:
+            row["reports"] = [str(out / folder / "robustness.json") for folder in folders]
+        accuracy, samples = {}, {}
+        for name in HEADLINE_ATTACKS:
+            source = next((r for r in reports.values() if _accuracy(r, name) is not None), None)
+            accuracy[name] = None if source is None else _accuracy(source, name)
+            samples[name] = None if source is None else source.get("num_samples")
+        widest = max(reports.values(), key=lambda r: len((r.get("worst_case") or {}).get("attacks") or []))
+        autoattack = next((r["attacks"]["autoattack"] for r in reports.values() if "autoattack" in r.get("attacks", {})), {})
+        all_checks = [c for r in reports.values() for c in r.get("checks", [])]
         row.update({
-            "num_samples": report.get("num_samples"),
-            "epsilon": report.get("threat_model", {}).get("epsilon"),
-            "accuracy": {name: _accuracy(report, name) for name in HEADLINE_ATTACKS},
-            "worst_case": report.get("worst_case", {}),
+            "num_samples": reports[folders[0]].get("num_samples"),
+            "epsilon": reports[folders[0]].get("threat_model", {}).get("epsilon"),
+            "accuracy": accuracy,
+            "worst_case": {**(widest.get("worst_case") or {}), "num_samples": widest.get("num_samples")},
             "autoattack": {k: autoattack.get(k) for k in ("version", "attacks", "attacks_run", "note", "wall_time_seconds", "library_version")
                            if autoattack.get(k) is not None},
-            "checks_passed": report.get("checks_passed"),
-            "failed_checks": [c["name"] for c in report.get("checks", []) if not c.get("passed")],
+            "checks_passed": all(r.get("checks_passed") for r in reports.values()),
+            "failed_checks": [c["name"] for c in all_checks if not c.get("passed")],
         })
+        if len(folders) > 1:
+            row["accuracy_num_samples"] = samples
         arms.append(row)
-    return {
+    results = {
         "output_dir": str(out),
         "arms": arms,
-        "paired": paired_statistics(args, arms),
+        "paired": paired_statistics(args, arms, evaluations[0]),
         "source": "robustness.json of each evaluation; wall times measured by this driver; paired statistics by "
         "mimir_hf.evaluation.compare_evaluations from each evaluation's per_sample.npz",
     }
+    for evaluation in evaluations[1:]:
+        results[f"paired{evaluation.suffix.replace('-', '_')}"] = paired_statistics(args, arms, evaluation)
+    return results
 
 
-def paired_statistics(args: argparse.Namespace, arms: list[dict]) -> dict:
-    """The library's paired comparison of the evaluated arms on the headline attacks they all ran.
+def paired_statistics(args: argparse.Namespace, arms: list[dict], evaluation: Evaluation = EVALUATIONS[0]) -> dict:
+    """The library's paired comparison of the evaluated arms on the headline attacks that `evaluation` ran.
 
     A run that took hours must still get its table, so a comparison that cannot be made (one arm,
     per-sample files missing, arms evaluated on different images) is recorded with its reason instead
@@ -423,10 +472,12 @@ def paired_statistics(args: argparse.Namespace, arms: list[dict]) -> dict:
     evaluated = [row for row in arms if not row.get("missing")]
     if len(evaluated) < 2:
         return {"skipped": "fewer than two arms were evaluated"}
-    attacks = [a for a in HEADLINE_ATTACKS if all(row["accuracy"].get(a) is not None for row in evaluated)]
+    folders = [Path(args.output_dir) / evaluation.folder(row["name"]) for row in evaluated]
+    reports = [_load_json(folder / "robustness.json") for folder in folders]
+    attacks = [a for a in HEADLINE_ATTACKS if all(_accuracy(r, a) is not None for r in reports)]
     try:
         comparison = compare_evaluations(
-            [Path(row["report"]).parent for row in evaluated],
+            folders,
             names=[row["name"] for row in evaluated],
             attacks=attacks or None,
             bootstrap_samples=args.bootstrap_samples,
@@ -455,16 +506,22 @@ def format_markdown(results: dict) -> str:
     for row in results["arms"]:
         walls = row["wall_time_seconds"]
         pre = next((v for k, v in walls.items() if k.startswith("pretrain-")), None)
+        evals = [v for k, v in walls.items() if k.startswith("eval-")]
         times = [_format_seconds(pre) if any(k.startswith("pretrain-") for k in walls) else "n/a",
-                 _format_seconds(walls.get(f"finetune-{row['name']}")), _format_seconds(walls.get(f"eval-{row['name']}"))]
+                 _format_seconds(walls.get(f"finetune-{row['name']}")),
+                 _format_seconds(None if None in evals or not evals else sum(evals))]
         if row.get("missing"):
             lines.append(f"| {row['label']} | not evaluated | | | | | {' | '.join(times)} | |")
             continue
         acc = row["accuracy"]
         checks = "passed" if row.get("checks_passed") else "FAILED: " + ", ".join(row.get("failed_checks", []))
+        images = str(row.get("num_samples"))
+        subset = row["worst_case"].get("num_samples")
+        if "accuracy_num_samples" in row and subset != row.get("num_samples"):
+            images += f" ({subset} for AutoAttack and worst case)"
         lines.append(
             f"| {row['label']} | {_pct(acc['clean'])} | {_pct(acc['pgd-20'])} | {_pct(acc['autoattack'])} | "
-            f"{_pct(row['worst_case'].get('accuracy'))} | {row.get('num_samples')} | {' | '.join(times)} | {checks} |"
+            f"{_pct(row['worst_case'].get('accuracy'))} | {images} | {' | '.join(times)} | {checks} |"
         )
         aa = row.get("autoattack", {})
         if aa:
@@ -477,13 +534,17 @@ def format_markdown(results: dict) -> str:
             notes.append(f"- {row['label']}: worst case over {', '.join(wc)}.")
     if notes:
         lines += ["", *notes]
-    paired = results.get("paired") or {}
-    if "metrics" in paired:
-        from mimir_hf.evaluation import format_comparison_markdown
+    for key in [k for k in results if k.startswith("paired")]:
+        paired = results[key] or {}
+        title = "Paired statistics (same test images)"
+        if key != "paired":
+            title = f"Paired statistics of the second evaluation ({key.removeprefix('paired_')}, same test images)"
+        if "metrics" in paired:
+            from mimir_hf.evaluation import format_comparison_markdown
 
-        lines += ["", format_comparison_markdown(paired, title="Paired statistics (same test images)", level=2).rstrip()]
-    elif paired.get("skipped"):
-        lines += ["", f"No paired statistics: {paired['skipped']}"]
+            lines += ["", format_comparison_markdown(paired, title=title, level=2).rstrip()]
+        elif paired.get("skipped"):
+            lines += ["", f"No paired statistics{'' if key == 'paired' else ' (' + key + ')'}: {paired['skipped']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -507,16 +568,27 @@ def plot_results(results: dict, path: Path) -> Path | None:
 
     evaluated = [row for row in results["arms"] if not row.get("missing")]
     rows = {row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")} for row in evaluated}
-    metrics = {m["name"]: m for m in (results.get("paired") or {}).get("metrics", [])}
+    # Each bar's interval comes from the evaluation its accuracy was read from, as in collect_results: an
+    # attack from the first evaluation that ran it, the worst case from the last (the one with most attacks).
+    metrics: dict = {}
+    for key in (k for k in results if k.startswith("paired")):
+        for metric in (results[key] or {}).get("metrics", []):
+            if metric["name"] == "worst case" or metric["name"] not in metrics:
+                metrics[metric["name"]] = metric
     intervals = {
         row["label"]: {name: tuple(metrics[name]["accuracy"][row["name"]]["interval"])
                        for name in rows[row["label"]] if name in metrics}
         for row in evaluated
     }
     sizes = {row.get("num_samples") for row in evaluated}
+    subsets = {row["worst_case"].get("num_samples") for row in evaluated if "accuracy_num_samples" in row} - sizes
     title = "CIFAR-10, L∞ ε = 8/255" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")
-    if metrics:
-        title += f"; error bars: {100 * results['paired']['bootstrap']['confidence']:g} % bootstrap intervals"
+    if len(subsets) == 1:
+        title += f" (AutoAttack, worst case: first {subsets.pop()})"
+    confidence = next((results[k]["bootstrap"]["confidence"] for k in results
+                       if k.startswith("paired") and "bootstrap" in (results[k] or {})), None)
+    if metrics and confidence is not None:
+        title += f"; error bars: {100 * confidence:g} % bootstrap intervals"
     return plot_accuracy_comparison(rows, path, title=title, intervals=intervals) if rows else None
 
 

@@ -263,3 +263,150 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     assert [m["name"] for m in paired["models"]] == ["scratch", "mae", "mimir"] and paired["num_samples"] == 16
     assert len(next(m for m in paired["metrics"] if m["name"] == "autoattack")["pairs"]) == 3
     assert "## Paired statistics" in (out / "results.md").read_text()
+
+
+# --- replication v2: parallel stages, a second (AutoAttack-subset) evaluation, the v2 configs -------------
+
+V2_DIR = ROOT / "recipes" / "configs" / "replicate_cpu_v2"
+
+FAKE_RECIPE = '''#!{python}
+"""Stands in for a recipe: records when it ran and with how many threads, then writes the stage's outputs."""
+import os, sys, time, pathlib
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("--output_dir") + 1])
+trace = pathlib.Path(os.environ["FAKE_TRACE"])
+with trace.open("a") as f:
+    f.write(f"start {{out.name}} {{time.monotonic()}} {{os.environ.get('OMP_NUM_THREADS')}}\\n")
+time.sleep(0.4 if "pretrain-mimir" in out.name else 0.2)
+if out.name == os.environ.get("FAKE_FAIL"):
+    sys.exit(7)
+out.mkdir(parents=True, exist_ok=True)
+if pathlib.Path(args[0]).name == "evaluate.py":
+    (out / "robustness.json").write_text("{{}}")
+else:
+    (out / "recipe_config.yaml").write_text("done")
+    (out / "model.safetensors").write_text("done")
+with trace.open("a") as f:
+    f.write(f"end {{out.name}} {{time.monotonic()}}\\n")
+'''
+
+
+def _fake_python(tmp_path: Path) -> Path:
+    path = tmp_path / "fake-python"
+    path.write_text(FAKE_RECIPE.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+def _trace(path: Path) -> dict[str, dict]:
+    events: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        kind, name, when, *rest = line.split()
+        events.setdefault(name, {})[kind] = float(when)
+        if rest:
+            events[name]["threads"] = rest[0]
+    return events
+
+
+@pytest.mark.slow  # eleven short subprocesses
+def test_parallel_stages_start_when_their_input_stage_has_finished(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRACE", str(tmp_path / "trace"))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(driver.os, "cpu_count", lambda: 4)
+    out = tmp_path / "out"
+    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR)])
+    stages = driver.plan_stages(args)
+    record = driver.run_stages(stages, args)
+    events = _trace(tmp_path / "trace")
+    assert set(events) == {s.name for s in stages} == set(record)
+    for stage in stages:
+        assert events[stage.name]["threads"] == "2"  # cpu_count // jobs
+        if stage.needs:
+            assert events[stage.name]["start"] >= events[stage.needs]["end"], stage.name
+    # never more than two at once, and two at once at some point
+    moments = sorted((e["start"], 1) for e in events.values()) + sorted((e["end"], -1) for e in events.values())
+    running, most = 0, 0
+    for _, change in sorted(moments, key=lambda m: (m[0], m[1])):
+        running += change
+        most = max(most, running)
+    assert most == 2
+    assert record["finetune-scratch"]["parallel_jobs"] == 2 and (out / "logs" / "eval-mimir-autoattack.log").is_file()
+
+
+@pytest.mark.slow  # short subprocesses
+def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_TRACE", str(tmp_path / "trace"))
+    monkeypatch.setenv("FAKE_FAIL", "pretrain-mae")
+    out = tmp_path / "out"
+    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR)])
+    with pytest.raises(SystemExit, match="pretrain-mae .exit status 7. failed"):
+        driver.run_stages(driver.plan_stages(args), args)
+    events = _trace(tmp_path / "trace")
+    assert set(events) == {"pretrain-mae", "pretrain-mimir"}  # nothing launched after the failure
+    assert "end" in events["pretrain-mimir"]  # the running stage was allowed to finish
+    record = json.loads((out / "stages.json").read_text())
+    assert record["pretrain-mae"]["returncode"] == 7 and record["pretrain-mimir"]["returncode"] == 0
+    assert "waiting for pretrain-mimir" in capsys.readouterr().out
+    # the rerun keeps the finished stage and runs the rest
+    monkeypatch.delenv("FAKE_FAIL")
+    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--skip_existing"])
+    driver.run_stages(driver.plan_stages(args), args)
+    assert _trace(tmp_path / "trace")["pretrain-mimir"]["start"] == events["pretrain-mimir"]["start"]
+
+
+def test_the_v2_configs_differ_only_where_the_comparison_needs_it():
+    mae = yaml.safe_load((V2_DIR / "pretrain_mae.yaml").read_text())
+    mimir = yaml.safe_load((V2_DIR / "pretrain_mimir.yaml").read_text())
+    assert {k for k in mae.keys() | mimir.keys() if mae.get(k) != mimir.get(k)} == {"attack_steps", "mi_weight", "output_dir"}
+    finetune = yaml.safe_load((V2_DIR / "finetune.yaml").read_text())
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "seed",
+                "validation_split_size", "validation_split_seed"):
+        assert finetune[key] == mimir[key], key  # every stage holds out the same 1,000 training images
+    assert "max_train_samples" not in finetune and "max_train_samples" not in mimir  # all 50,000 minus 1,000
+    assert finetune["validation_split_size"] == 1000 and finetune["eval_strategy"] == "epoch"
+    assert finetune["load_best_model_at_end"] is False  # the per-epoch check watches, it does not select
+    full = yaml.safe_load((V2_DIR / "evaluate.yaml").read_text())
+    subset = yaml.safe_load((V2_DIR / "evaluate_autoattack.yaml").read_text())
+    assert full["max_eval_samples"] == 10000 and full["attacks"] == ["clean", "pgd-20"]
+    assert subset["max_eval_samples"] == 2000 and "autoattack" in subset["attacks"]
+    assert subset["autoattack_attacks"] == ["apgd-ce", "apgd-t"]
+    args = driver.parse_args(["--data_dir", "x", "--config_dir", str(V2_DIR), "--output_dir", "o"])
+    names = [s.name for s in driver.plan_stages(args)]
+    assert names[-6:] == ["eval-scratch", "eval-scratch-autoattack", "eval-mae", "eval-mae-autoattack",
+                          "eval-mimir", "eval-mimir-autoattack"]
+
+
+def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(tmp_path):
+    from evaluation_folders import labels_for, write_evaluation
+
+    rng = np.random.default_rng(0)
+    for name in ("scratch", "mimir"):
+        clean = rng.random(40) < 0.6
+        pgd = clean & (rng.random(40) < 0.5)
+        write_evaluation(tmp_path / f"eval-{name}", {"clean": clean, "pgd-20": pgd}, labels_for(40))
+        aa = pgd[:20] & (rng.random(20) < 0.8)
+        write_evaluation(tmp_path / f"eval-{name}-autoattack", {"clean": clean[:20], "pgd-20": pgd[:20], "autoattack": aa},
+                         labels_for(20))
+    args = driver.parse_args(["--output_dir", str(tmp_path), "--arms", "a,c", "--config_dir", str(V2_DIR),
+                              "--bootstrap_samples", "200"])
+    results = driver.write_results(args, {"eval-mimir": {"wall_time_seconds": 60.0},
+                                          "eval-mimir-autoattack": {"wall_time_seconds": 30.0}})
+    scratch, mimir = results["arms"]
+    full = json.loads((tmp_path / "eval-mimir" / "robustness.json").read_text())
+    subset = json.loads((tmp_path / "eval-mimir-autoattack" / "robustness.json").read_text())
+    assert mimir["accuracy"] == {"clean": full["attacks"]["clean"]["accuracy"], "pgd-20": full["attacks"]["pgd-20"]["accuracy"],
+                                 "autoattack": subset["attacks"]["autoattack"]["accuracy"]}
+    assert mimir["accuracy_num_samples"] == {"clean": 40, "pgd-20": 40, "autoattack": 20}
+    assert mimir["worst_case"]["accuracy"] == subset["worst_case"]["accuracy"] and mimir["worst_case"]["num_samples"] == 20
+    assert results["paired"]["num_samples"] == 40 and results["paired_autoattack"]["num_samples"] == 20
+    assert "(clean + autoattack) / 2" in [m["name"] for m in results["paired_autoattack"]["metrics"]]
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| 40 (20 for AutoAttack and worst case) |" in markdown and "| 1m30s | passed |" in markdown
+    assert "## Paired statistics of the second evaluation (autoattack, same test images)" in markdown
+    assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+    # an arm is complete only with both evaluations
+    (tmp_path / "eval-scratch-autoattack" / "robustness.json").unlink()
+    assert driver.collect_results(args, {})["arms"][0]["missing"]
