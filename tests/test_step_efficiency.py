@@ -101,7 +101,7 @@ def test_pretraining_step_reads_nothing_back(tmp_path, overrides):
     assert entry["mi_dropped_batches"] == 0
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades", "mart", "none"])
+@pytest.mark.parametrize("method", ["pgd", "apgd", "trades", "mart", "none"])
 def test_finetuning_step_reads_nothing_back(tmp_path, method):
     trainer = finetuning_trainer_for(tmp_path, max_steps=2, adversarial_method=method, drop_path_rate=0.1)
     logs = count_step_syncs(trainer)
