@@ -112,6 +112,29 @@ def test_finetuning_step_reads_nothing_back(tmp_path, method):
     assert 0 <= entry["clean_accuracy"] <= 1 and (method == "none" or 0 <= entry["adversarial_accuracy"] <= 1)
 
 
+@pytest.mark.parametrize("method", ["pgd", "apgd", "none"])
+def test_finetuning_step_with_mixup_and_cutmix_reads_nothing_back(tmp_path, method):
+    """Mixing draws lambda and the box on the host from NumPy and slices with Python ints: still no read-back."""
+    trainer = finetuning_trainer_for(
+        tmp_path, max_steps=4, adversarial_method=method, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing_factor=0.1,
+        gradient_accumulation_steps=2,
+    )
+    mixed = []
+    original = trainer._batch_mixing.mix
+
+    class Spy:
+        def mix(self, *args, **kwargs):
+            result = original(*args, **kwargs)
+            mixed.append(result[2])
+            return result
+
+    trainer._batch_mixing = Spy()
+    logs = count_step_syncs(trainer)
+    assert len(logs) == 8 and all(log.count == 0 for log in logs), "\n".join(log.report() for log in logs)
+    assert {params.box is None for params in mixed} == {True, False}  # both Mixup and CutMix batches ran
+    assert all(0 <= entry["clean_accuracy"] <= 1 for entry in trainer.state.log_history if "loss" in entry)
+
+
 def test_bad_batches_are_still_refused_with_the_same_errors(tmp_path):
     """The checks moved from the step to the collator; they must still fire before any training."""
 
