@@ -192,6 +192,23 @@ def test_every_micro_batch_gets_its_own_draw_and_reruns_repeat_it(tmp_path):
     assert float(again._mixing_generator().random()) == draws[2]
 
 
+def test_a_second_train_call_repeats_the_first_runs_draws(tmp_path):
+    args = training_args(tmp_path, mixup_alpha=0.8, max_steps=1, gradient_accumulation_steps=2, learning_rate=0.0)
+    trainer = AdversarialTrainer(model=tiny_classifier(), args=args, train_dataset=tensor_dataset(16))
+    seeds = []
+    original = trainer._mixing_generator
+
+    def recording():
+        generator = original()
+        seeds.append(trainer._mix_position)
+        return generator
+
+    trainer._mixing_generator = recording
+    trainer.train()
+    trainer.train()  # starts at step 0 again: the same (step, micro-batch) seeds, not micro-batches 2 and 3
+    assert seeds == [(0, 0), (0, 1), (0, 0), (0, 1)]
+
+
 def test_a_step_with_the_whole_recipe_trains(tmp_path):
     model = tiny_classifier()
     before = model.classifier.weight.detach().clone()

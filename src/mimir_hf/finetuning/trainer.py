@@ -17,9 +17,9 @@ What it changes in the stock Trainer:
   division and double the update at `gradient_accumulation_steps=2`.
 - `create_optimizer` builds layer-wise-lr-decay parameter groups (`optim.py`).
 - clean and adversarial training accuracies are counted on the device in `compute_loss` and read
-  back only in `log()` (under Mixup/CutMix against the dominant class of each soft target, the
-  argmax, as Singh et al.'s APGD counts them); batches are checked (pixels in [0, 1], labels in range) once in the
-  collator (`CheckedCollator`), so a training step never waits for the device.
+  back only in `log()` (under Mixup/CutMix against the dominant class of each soft target, its
+  argmax, as Singh et al.'s APGD counts them); batches are checked (pixels in [0, 1], labels in
+  range) once in the collator (`CheckedCollator`), so a training step never waits for the device.
 - fp16 is refused: the attack's input gradient is not loss-scaled (use bf16).
 - evaluation reports `eval_accuracy` and `eval_robust_accuracy` (PGD-k under `torch.enable_grad`,
   seeded), so `metric_for_best_model="eval_robust_accuracy"` selects the most robust checkpoint.
@@ -145,6 +145,11 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         micro = self._mix_position[1] + 1 if self._mix_position[0] == step else 0
         self._mix_position = (step, micro)
         return np.random.default_rng([self.args.seed, self.accelerator.process_index, step, micro])
+
+    def train(self, *args: Any, **kwargs: Any):
+        """The stock `train`; a new run (or a resumed one) counts its mixing micro-batches afresh."""
+        self._mix_position = (-1, -1)
+        return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
