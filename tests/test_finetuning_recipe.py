@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,9 @@ def test_finetune_configs_parse(config):
         assert (args.adversarial_method, args.attack_steps, args.attack_random_start) == ("apgd", 2, False)
         assert (args.num_train_epochs, args.warmup_epochs, args.learning_rate, args.ema_decay) == (300, 20, 1e-3, 0.9999)
         assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and (args.adam_beta2, args.layer_decay) == (0.95, 1.0)
+        assert (data_args.rand_augment, data_args.random_erasing, data_args.train_crop_min_scale) == ("rand-m9-mstd0.5-inc1", 0.25, 0.08)
+        assert (args.mixup_alpha, args.cutmix_alpha, args.mixup_prob, args.mixup_switch_prob) == (0.8, 1.0, 1.0, 0.5)
+        assert args.label_smoothing_factor == 0.1
     elif "imagenet" in config.stem:
         assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (1, 100, 10)
         assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and abs(args.attack_step_size * 255 - 5) < 1e-9
@@ -140,3 +144,23 @@ def test_recipe_end_to_end_and_stock_pipeline(tmp_path, pooling, model_type, cla
     assert [label for label, _ in got] == [label for label, _ in expected]
     for (_, score), (_, want) in zip(got, expected):
         assert abs(score - want) < 1e-4
+
+
+def test_recipe_trains_with_singh_et_al_heavy_augmentation(tmp_path):
+    """RandAugment + random erasing in the data pipeline, Mixup/CutMix + APGD-AT in the step, recorded in the config."""
+    output = tmp_path / "heavy"
+    metrics = load_recipe().main(
+        [
+            "--model_name_or_path", "scratch", "--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "2",
+            "--patch_size", "8", "--image_size", "32", "--output_dir", str(output), "--max_train_samples", "32", "--validation_split_size", "none",
+            "--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--eval_strategy", "no", "--do_eval", "false",
+            "--adversarial_method", "apgd", "--attack_steps", "2", "--attack_random_start", "false",
+            "--rand_augment", "rand-m9-mstd0.5-inc1", "--random_erasing", "0.25",
+            "--mixup_alpha", "0.8", "--cutmix_alpha", "1.0", "--label_smoothing_factor", "0.1",
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--dataloader_num_workers", "0",
+        ]
+    )
+    assert math.isfinite(metrics["train_loss"])
+    recorded = yaml.safe_load((output / "recipe_config.yaml").read_text())
+    assert recorded["rand_augment"] == "rand-m9-mstd0.5-inc1" and recorded["random_erasing"] == 0.25
+    assert (recorded["mixup_alpha"], recorded["cutmix_alpha"]) == (0.8, 1.0)

@@ -71,11 +71,22 @@ def test_pretraining_step_never_synchronises_on_cuda(tmp_path, overrides):
     assert trainer.state.log_history[-2]["mi_dropped_batches"] == 0
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades", "mart", "none"])
+@pytest.mark.parametrize("method", ["pgd", "apgd", "trades", "mart", "none"])
 def test_finetuning_step_never_synchronises_on_cuda(tmp_path, method):
     trainer = finetuning_trainer_for(tmp_path, max_steps=3, adversarial_method=method, drop_path_rate=0.1, **CUDA)
     logs = _no_sync_steps(trainer)
     assert len(logs) == 3 and all(log.count == 0 for log in logs), logs[0].report()
+
+
+@pytest.mark.parametrize("method", ["pgd", "apgd"])
+def test_finetuning_step_with_mixup_and_cutmix_never_synchronises_on_cuda(tmp_path, method):
+    """Singh et al.'s step: Mixup/CutMix (host-drawn lambda and box) before the attack, soft-target loss."""
+    trainer = finetuning_trainer_for(
+        tmp_path, max_steps=4, adversarial_method=method, attack_random_start=False, mixup_alpha=0.8, cutmix_alpha=1.0,
+        label_smoothing_factor=0.1, **CUDA,
+    )
+    logs = _no_sync_steps(trainer)
+    assert len(logs) == 4 and all(log.count == 0 for log in logs), logs[0].report()
 
 
 def test_compiled_encoder_without_graph_breaks_and_trainer_torch_compile(tmp_path):

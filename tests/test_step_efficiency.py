@@ -101,7 +101,7 @@ def test_pretraining_step_reads_nothing_back(tmp_path, overrides):
     assert entry["mi_dropped_batches"] == 0
 
 
-@pytest.mark.parametrize("method", ["pgd", "trades", "mart", "none"])
+@pytest.mark.parametrize("method", ["pgd", "apgd", "trades", "mart", "none"])
 def test_finetuning_step_reads_nothing_back(tmp_path, method):
     trainer = finetuning_trainer_for(tmp_path, max_steps=2, adversarial_method=method, drop_path_rate=0.1)
     logs = count_step_syncs(trainer)
@@ -110,6 +110,29 @@ def test_finetuning_step_reads_nothing_back(tmp_path, method):
         assert log.count == 0, log.report()
     entry = trainer.state.log_history[0]
     assert 0 <= entry["clean_accuracy"] <= 1 and (method == "none" or 0 <= entry["adversarial_accuracy"] <= 1)
+
+
+@pytest.mark.parametrize("method", ["pgd", "apgd", "none"])
+def test_finetuning_step_with_mixup_and_cutmix_reads_nothing_back(tmp_path, method):
+    """Mixing draws lambda and the box on the host from NumPy and slices with Python ints: still no read-back."""
+    trainer = finetuning_trainer_for(
+        tmp_path, max_steps=4, adversarial_method=method, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing_factor=0.1,
+        gradient_accumulation_steps=2,
+    )
+    mixed = []
+    original = trainer._batch_mixing.mix
+
+    class Spy:
+        def mix(self, *args, **kwargs):
+            result = original(*args, **kwargs)
+            mixed.append(result[2])
+            return result
+
+    trainer._batch_mixing = Spy()
+    logs = count_step_syncs(trainer)
+    assert len(logs) == 8 and all(log.count == 0 for log in logs), "\n".join(log.report() for log in logs)
+    assert {params.box is None for params in mixed} == {True, False}  # both Mixup and CutMix batches ran
+    assert all(0 <= entry["clean_accuracy"] <= 1 for entry in trainer.state.log_history if "loss" in entry)
 
 
 def test_bad_batches_are_still_refused_with_the_same_errors(tmp_path):

@@ -150,10 +150,11 @@ def apgd(
                 trace.losses.append(loss.clone())
             increases.append(loss > previous_loss)
             previous_loss = loss
-            improved = loss > best_loss
-            best_x[improved], best_loss[improved] = x[improved], loss[improved]
+            improved = loss > best_loss  # torch.where, not masked assignment: no device sync (nonzero)
+            best_x = torch.where(improved.view(view), x, best_x)
+            best_loss = torch.where(improved, loss, best_loss)
             if i < steps - 1:
-                best_gradient[improved] = gradient[improved]
+                best_gradient = torch.where(improved.view(view), gradient, best_gradient)
             since_check += 1
             if since_check == k:
                 rises = torch.stack(increases[-k:]).sum(0)
@@ -164,10 +165,9 @@ def apgd(
                 if trace is not None:
                     trace.checkpoints.append(i)
                     trace.halved.append(halve.clone())
-                if halve.any():
-                    step = torch.where(halve, step / 2, step)
-                    x = torch.where(halve.view(view), best_x, x)
-                    gradient = torch.where(halve.view(view), best_gradient, gradient)
+                step = torch.where(halve, step / 2, step)  # unconditionally: `if halve.any()` would wait for the device
+                x = torch.where(halve.view(view), best_x, x)
+                gradient = torch.where(halve.view(view), best_gradient, gradient)
                 since_check = 0
                 k = max(k - decrease, minimum)
     return best_x.detach()

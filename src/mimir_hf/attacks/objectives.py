@@ -28,7 +28,11 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def cross_entropy_objective(logits_fn: LogitsFn, labels: torch.Tensor) -> Objective:
-    """The PGD-AT / PGD-k objective: per-sample cross-entropy of the true label."""
+    """The PGD-AT / PGD-k objective: per-sample cross-entropy of the true label.
+
+    `labels` are integer classes (B,) or class probabilities (B, K): the soft targets of a Mixup /
+    CutMix batch, for which the attack maximises −Σ_k t_k log p_k (Singh et al.'s APGD-AT does).
+    """
 
     def objective(x: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits_fn(x).float(), labels, reduction="none")

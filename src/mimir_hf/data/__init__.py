@@ -7,6 +7,8 @@ are defined there. See `transforms` for the augmentation rules and why evaluatio
 from .arguments import DataArguments
 from .builtin import BUILTIN_DATASETS
 from .npz import dataset_from_arrays
+from .rand_augment import RAND_AUGMENT_OPS, RandAugment, parse_rand_augment
+from .random_erasing import RANDOM_ERASING_MODES, RandomErasing
 from .processing import IMAGE_PROCESSOR_FILE, ImageTransform, collate_images, load_image_processor, make_image_processor, with_transform
 from .sources import class_names, detect_columns, load_image_dataset
 from .splits import hold_out_validation, looks_like_test_split
@@ -22,10 +24,14 @@ from .transforms import (
 
 __all__ = [
     "IMAGE_PROCESSOR_FILE",
+    "RAND_AUGMENT_OPS",
+    "RANDOM_ERASING_MODES",
     "BUILTIN_DATASETS",
     "DataArguments",
     "EvalTransform",
     "ImageTransform",
+    "RandAugment",
+    "RandomErasing",
     "TrainTransform",
     "class_names",
     "collate_images",
@@ -39,6 +45,7 @@ __all__ = [
     "load_image_processor",
     "looks_like_test_split",
     "make_image_processor",
+    "parse_rand_augment",
     "to_tensor",
     "train_transform",
     "with_transform",

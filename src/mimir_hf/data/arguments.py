@@ -16,6 +16,8 @@ __all__ = ["DataArguments"]
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from .transforms import TrainTransform
+
 
 @dataclass
 class DataArguments:
@@ -90,6 +92,41 @@ class DataArguments:
     validation_split_seed: int = field(
         default=0, metadata={"help": "Seed of the held-out validation draw (the same images for every arm of a comparison)."}
     )
+    train_crop_min_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "Smallest area fraction of the random resized crop (training images above 64 px). Unset: 0.2 "
+            "(MAE's). Singh et al.'s ImageNet recipe uses timm's 0.08."
+        },
+    )
+    rand_augment: str | None = field(
+        default=None,
+        metadata={
+            "help": "RandAugment on every training image after crop and flip, in timm's notation: "
+            "`rand-m9-mstd0.5-inc1` (Singh et al., DeiT) applies 2 of 15 ops, each with probability 0.5, at magnitude "
+            "9 + N(0, 0.5^2) on a 0-10 scale, in the variants whose severity grows with it. Sections: m<magnitude>, "
+            "n<ops>, mstd<std>, mmax<bound>, inc<0|1>. Unset: off."
+        },
+    )
+    random_erasing: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of random erasing of a training image, applied last (Singh et al.: 0.25): boxes of "
+            "2-33% of the area, aspect 0.3-3.3, filled per random_erasing_mode. 0 disables it."
+        },
+    )
+    random_erasing_mode: str = field(
+        default="pixel",
+        metadata={
+            "help": "Fill of an erased box: `pixel` (per-pixel N(0, 1) noise clamped to [0, 1]; Singh et al.), `rand` "
+            "(one such colour per channel) or `const` (black).",
+            "choices": ["pixel", "rand", "const"],
+        },
+    )
+    random_erasing_count: int = field(
+        default=1,
+        metadata={"help": "Most boxes erased per image (the count is uniform in 1..N; Singh et al.: 1)."},
+    )
 
     def __post_init__(self) -> None:
         for name in ("image_size", "max_train_samples", "max_eval_samples", "validation_split_size"):
@@ -100,6 +137,20 @@ class DataArguments:
             raise ValueError(f"`eval_crop_fraction` must lie in (0, 1]; got {self.eval_crop_fraction}.")
         if not 0 <= self.unsup_fraction < 1:
             raise ValueError(f"`unsup_fraction` must lie in [0, 1) (each batch needs real images); got {self.unsup_fraction}.")
+        if self.train_crop_min_scale is not None and not 0 < self.train_crop_min_scale <= 1:
+            raise ValueError(f"`train_crop_min_scale` must lie in (0, 1]; got {self.train_crop_min_scale}.")
+        self.train_transform(32)  # RandAugment policy and erasing settings fail here, not in a DataLoader worker
+
+    def train_transform(self, image_size: int) -> "TrainTransform":
+        """The training augmentation these arguments describe (crop + flip, then RandAugment and erasing if set)."""
+        from .random_erasing import RandomErasing
+        from .transforms import train_transform
+
+        erasing = RandomErasing(self.random_erasing, mode=self.random_erasing_mode, max_count=self.random_erasing_count)
+        options = {} if self.train_crop_min_scale is None else {"scale": (self.train_crop_min_scale, 1.0)}
+        return train_transform(
+            image_size, rand_augment=self.rand_augment, random_erasing=erasing if erasing.probability > 0 else None, **options
+        )
 
     def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
         """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""

@@ -8,6 +8,10 @@ the CPU torch build here, so the few transforms MIMIR uses are written on tensor
 * above (ImageNet at 224): random resized crop (area 0.2–1, aspect 3/4–4/3, bicubic with
   antialiasing) + flip.
 
+Optionally (Singh et al.'s "heavy" ImageNet augmentation, in timm's order) RandAugment on the
+cropped, flipped image (`rand_augment.py`, PIL ops on uint8) and then random erasing of the [0, 1]
+tensor (`random_erasing.py`). Mixup / CutMix mix whole batches, so they live in the trainer.
+
 Evaluation is "resize the shorter side to image_size / crop_fraction, centre-crop image_size"
 (crop_fraction 1.0 up to 64 px, so native CIFAR/Tiny-ImageNet images pass untouched; 0.875 above,
 the usual 256 -> 224). It resizes with PIL's bicubic filter on uint8 images and rescales by 1/255
@@ -27,6 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from .rand_augment import RandAugment
+from .random_erasing import RandomErasing
 
 __all__ = [
     "ImageInput",
@@ -104,6 +111,12 @@ def _resize_tensor(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.clamp_(0.0, 1.0)  # bicubic overshoots at edges
 
 
+def _to_pil(x: torch.Tensor) -> Image.Image:
+    """[0, 1] float 3 x H x W -> uint8 RGB, rounding to the nearest level (to_tensor's exact inverse on uint8 data)."""
+    array = (x.permute(1, 2, 0).numpy().astype(np.float64) * 255).round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
 @dataclass
 class TrainTransform:
     """Random crop + horizontal flip; a class rather than a closure so DataLoader workers can pickle it."""
@@ -114,10 +127,14 @@ class TrainTransform:
     scale: tuple[float, float] = (0.2, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
+    rand_augment: RandAugment | None = None
+    random_erasing: RandomErasing | None = None
 
     def __post_init__(self) -> None:
         if self.image_size <= 0:
             raise ValueError(f"image_size must be positive; got {self.image_size}.")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"The crop's area scale must satisfy 0 < min <= max <= 1; got {self.scale}.")
         if self.kind == "auto":
             self.kind = "pad_crop" if self.image_size <= SMALL_IMAGE_MAX_SIZE else "resized_crop"
         if self.kind not in ("pad_crop", "resized_crop"):
@@ -128,6 +145,10 @@ class TrainTransform:
         x = self._pad_crop(x) if self.kind == "pad_crop" else self._resized_crop(x)
         if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
+        if self.rand_augment is not None:
+            x = to_tensor(self.rand_augment(_to_pil(x)))
+        if self.random_erasing is not None:
+            x = self.random_erasing(x)
         return x.contiguous()
 
     def _pad_crop(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,9 +232,21 @@ def train_transform(
     padding: int = 4,
     scale: tuple[float, float] = (0.2, 1.0),
     flip: bool = True,
+    rand_augment: str | RandAugment | None = None,
+    random_erasing: float | RandomErasing | None = None,
 ) -> TrainTransform:
-    """The MIMIR training augmentation for `image_size` (see the module docstring for the rule)."""
-    return TrainTransform(image_size, kind=kind, padding=padding, scale=scale, flip=flip)
+    """The MIMIR training augmentation for `image_size` (see the module docstring for the rule).
+
+    `rand_augment` takes a policy string such as `rand-m9-mstd0.5-inc1`; `random_erasing` a
+    probability (per-pixel noise, one box) or a configured `RandomErasing`. Both default to off.
+    """
+    if isinstance(rand_augment, str):
+        rand_augment = RandAugment.from_string(rand_augment)
+    if isinstance(random_erasing, (int, float)):
+        random_erasing = RandomErasing(float(random_erasing)) if random_erasing > 0 else None
+    return TrainTransform(
+        image_size, kind=kind, padding=padding, scale=scale, flip=flip, rand_augment=rand_augment, random_erasing=random_erasing
+    )
 
 
 def eval_transform(image_size: int, crop_fraction: float | None = None) -> EvalTransform:

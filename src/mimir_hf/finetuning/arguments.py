@@ -78,6 +78,34 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             "from its config; the CLS (ViT) classifier gets it through hooks. The saved model is stock either way."
         },
     )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mixup: each training batch is blended with itself in reverse order, lam * x + (1 - lam) * x_rev, "
+            "lam ~ Beta(alpha, alpha) drawn once per batch, and trained towards the same blend of the (label-smoothed) "
+            "one-hot targets with soft-target cross-entropy; the attack starts from the mixed images and maximises "
+            "that loss. 0 disables it (Singh et al.'s ImageNet recipe: 0.8). pgd, apgd and none only."
+        },
+    )
+    cutmix_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "CutMix: a box of about (1 - lam) of the area, lam ~ Beta(alpha, alpha), is pasted from the reversed "
+            "batch and lam is corrected to the area left after clipping the box; targets as for Mixup. 0 disables it "
+            "(Singh et al.: 1.0)."
+        },
+    )
+    mixup_prob: float = field(
+        default=1.0,
+        metadata={
+            "help": "Probability that a training batch is mixed at all (Singh et al.: 1.0). With Mixup/CutMix on, an "
+            "unmixed batch still trains on soft (label-smoothed) targets."
+        },
+    )
+    mixup_switch_prob: float = field(
+        default=0.5,
+        metadata={"help": "With mixup_alpha and cutmix_alpha both > 0: probability of CutMix rather than Mixup for a batch (Singh et al.: 0.5)."},
+    )
     warmup_epochs: float | None = field(
         default=None,
         metadata={"help": "Linear warm-up length in epochs (overrides warmup_steps when training by epochs)."},
@@ -149,9 +177,32 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate}.")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1) (0 disables the weight EMA; 0.9999 is usual), got {self.ema_decay}.")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0 (0 disables); got {self.mixup_alpha}, {self.cutmix_alpha}.")
+        for name in ("mixup_prob", "mixup_switch_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}.")
+        if self.mixes_batches and self.adversarial_method in ("trades", "mart"):
+            raise ValueError(
+                f"Mixup/CutMix (mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}) is not supported with "
+                f"adversarial_method={self.adversarial_method!r}: "
+                + (
+                    "TRADES' attack and KL term are defined against the model's own clean prediction and its natural "
+                    "term against one class"
+                    if self.adversarial_method == "trades"
+                    else "MART's boosted loss and per-sample weights need a single true class per image"
+                )
+                + ", and soft mixed targets give neither. Singh et al. combine Mixup/CutMix with plain adversarial "
+                "training: use adversarial_method apgd or pgd, or set both alphas to 0."
+            )
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         super().__post_init__()
+
+    @property
+    def mixes_batches(self) -> bool:
+        """Whether training batches go through Mixup/CutMix (and so train on soft targets)."""
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
     @property
     def resolved_eval_attack_epsilon(self) -> float:

@@ -7,6 +7,9 @@ number of micro-batches. Probabilities are computed in float32 even under autoca
 - PGD-AT (Madry et al., 2018): cross-entropy on the adversarial batch.
 - TRADES (Zhang et al., 2019): clean cross-entropy + β · KL(p(x) ‖ p(x′)), the KL averaged over
   the batch (`batchmean`), with x′ found by maximising that same KL.
+- Soft-target cross-entropy: −Σ_k t_k log p_k(x), for the class probabilities t that Mixup /
+  CutMix produce (label smoothing already folded into t). For a one-hot t it is the usual
+  cross-entropy, for the smoothed one-hot it is the label-smoothed one.
 - MART (Wang et al., 2020): a boosted cross-entropy on x′ (the usual term plus −log(1 − p_k(x′))
   for the strongest wrong class k) + β · KL(p(x) ‖ p(x′)) weighted per sample by 1 − p_y(x), which
   puts the consistency term's weight on the examples the model gets wrong.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mart_loss", "plain_loss", "pgd_at_loss", "trades_loss"]
+__all__ = ["mart_loss", "plain_loss", "pgd_at_loss", "soft_target_cross_entropy", "trades_loss"]
 
 _TINY = 1e-12
 
@@ -30,6 +33,16 @@ def plain_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: floa
 def pgd_at_loss(adversarial_logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """PGD-AT: cross-entropy (optionally label-smoothed) of the adversarial batch."""
     return F.cross_entropy(adversarial_logits.float(), labels, label_smoothing=label_smoothing)
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Batch mean of −Σ_k t_k log softmax(z)_k (torch's cross-entropy with class-probability targets)."""
+    if targets.shape != logits.shape or not targets.is_floating_point():
+        raise ValueError(
+            f"Soft targets must be class probabilities shaped like the logits {tuple(logits.shape)}; got "
+            f"{tuple(targets.shape)} {targets.dtype}. Integer labels go to pgd_at_loss / plain_loss."
+        )
+    return F.cross_entropy(logits.float(), targets.float())
 
 
 def _kl_per_sample(clean_logits: torch.Tensor, adversarial_logits: torch.Tensor) -> torch.Tensor:

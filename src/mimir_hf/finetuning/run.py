@@ -22,7 +22,6 @@ from ..data import (
     hold_out_validation,
     looks_like_test_split,
     make_image_processor,
-    train_transform,
     with_transform,
 )
 from ..training.runs import save_recipe_config
@@ -136,9 +135,9 @@ def run_finetuning(
         model=model,
         args=training_args,
         train_dataset=mix_generated_data(
-            with_transform(train_data, train_transform(image_size)),
+            with_transform(train_data, data_args.train_transform(image_size)),
             data_args.generated_data,
-            train_transform(image_size),
+            data_args.train_transform(image_size),
             data_args.unsup_fraction,
         ),
         eval_dataset=None if eval_data is None else with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction)),

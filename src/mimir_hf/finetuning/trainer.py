@@ -6,13 +6,20 @@ What it changes in the stock Trainer:
   through the unwrapped model, with input gradients only, the model in eval mode during the
   attack (`attack_model_mode`), then computes the method's loss (PGD-AT, TRADES, MART or plain
   cross-entropy) in train mode. Label smoothing uses the stock `label_smoothing_factor`.
+- with `mixup_alpha`/`cutmix_alpha` (Singh et al.'s ImageNet recipe) the batch is mixed first
+  (`mixup.py`): the attack starts from the mixed images and maximises the soft-target
+  cross-entropy against the mixed, label-smoothed targets, and the model is trained on that same
+  loss at the attack's output, as in their training loop. λ and the CutMix box are drawn on the
+  host from a NumPy generator seeded by (seed, process, optimizer step, micro-batch): no device
+  read-back, reproducible, and resumed runs draw what an uninterrupted run would have drawn.
 - the loss is a per-micro-batch mean and the Trainer divides it by the accumulation steps:
   ViT declares that it accepts loss kwargs, which would otherwise make transformers 5.x skip that
   division and double the update at `gradient_accumulation_steps=2`.
 - `create_optimizer` builds layer-wise-lr-decay parameter groups (`optim.py`).
 - clean and adversarial training accuracies are counted on the device in `compute_loss` and read
-  back only in `log()`; batches are checked (pixels in [0, 1], labels in range) once in the
-  collator (`CheckedCollator`), so a training step never waits for the device.
+  back only in `log()` (under Mixup/CutMix against the dominant class of each soft target, its
+  argmax, as Singh et al.'s APGD counts them); batches are checked (pixels in [0, 1], labels in
+  range) once in the collator (`CheckedCollator`), so a training step never waits for the device.
 - fp16 is refused: the attack's input gradient is not loss-scaled (use bf16).
 - evaluation reports `eval_accuracy` and `eval_robust_accuracy` (PGD-k under `torch.enable_grad`,
   seeded), so `metric_for_best_model="eval_robust_accuracy"` selects the most robust checkpoint.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
@@ -35,7 +43,8 @@ from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
-from .losses import mart_loss, pgd_at_loss, plain_loss, trades_loss
+from .losses import mart_loss, pgd_at_loss, plain_loss, soft_target_cross_entropy, trades_loss
+from .mixup import BatchMixing
 from .optim import param_groups_layer_decay
 
 __all__ = ["AdversarialTrainer"]
@@ -88,6 +97,8 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         self._has_adversarial_count = False
         self._eval_records: dict[str, list[torch.Tensor]] | None = None
         self._eval_generator: torch.Generator | None = None
+        self._batch_mixing, self._num_labels = self._build_batch_mixing(args, config)
+        self._mix_position = (-1, -1)  # (optimizer step, micro-batch within it) of the last mixed batch
         if args.ema_decay > 0:
             self.add_callback(WeightEMACallback(args.ema_decay, device=args.ema_device, evaluate_ema=args.ema_evaluate))
 
@@ -111,6 +122,34 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 f"(`mae_to_classifier(..., drop_path_rate={rate})`) or set the training argument to {built_in}."
             )
         return []
+
+    @staticmethod
+    def _build_batch_mixing(args: AdversarialTrainingArguments, config: Any) -> tuple[BatchMixing | None, int]:
+        if not args.mixes_batches:
+            return None, 0
+        num_labels = getattr(config, "num_labels", None)
+        if not num_labels:
+            raise ValueError("Mixup/CutMix builds soft targets over the model's classes: the model needs `config.num_labels`.")
+        mixing = BatchMixing(
+            mixup_alpha=args.mixup_alpha,
+            cutmix_alpha=args.cutmix_alpha,
+            probability=args.mixup_prob,
+            switch_probability=args.mixup_switch_prob,
+            label_smoothing=args.label_smoothing_factor,
+        )
+        return mixing, int(num_labels)
+
+    def _mixing_generator(self) -> np.random.Generator:
+        """A host-side generator for this micro-batch's λ and box, from (seed, process, step, micro-batch)."""
+        step = self.state.global_step
+        micro = self._mix_position[1] + 1 if self._mix_position[0] == step else 0
+        self._mix_position = (step, micro)
+        return np.random.default_rng([self.args.seed, self.accelerator.process_index, step, micro])
+
+    def train(self, *args: Any, **kwargs: Any):
+        """The stock `train`; a new run (or a resumed one) counts its mixing micro-batches afresh."""
+        self._mix_position = (-1, -1)
+        return super().train(*args, **kwargs)
 
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -194,6 +233,11 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         unwrapped, logits_fn = self._logits_fn(model)
         if labels is None:  # the range was checked in the collator
             raise ValueError("AdversarialTrainer needs `labels` in every batch (the attack maximises the label's loss).")
+        mixing = self._batch_mixing is not None
+        targets = labels
+        if mixing:  # smoothing is folded into the soft targets; accuracies count the dominant class
+            pixel_values, targets, _ = self._batch_mixing.mix(pixel_values, labels, self._num_labels, self._mixing_generator())
+            labels = targets.argmax(-1)
         budget = {
             "epsilon": args.attack_epsilon,
             "step_size": args.attack_step_size,
@@ -207,16 +251,19 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         if method == "none":
             outputs = model(pixel_values=pixel_values)
             clean_logits = outputs.logits
-            loss = plain_loss(clean_logits, labels, smoothing)
+            loss = soft_target_cross_entropy(clean_logits, targets) if mixing else plain_loss(clean_logits, labels, smoothing)
         elif method in ("pgd", "apgd"):
-            adversarial = self._attack(unwrapped, cross_entropy_objective(logits_fn, labels), pixel_values, **budget)
+            adversarial = self._attack(unwrapped, cross_entropy_objective(logits_fn, targets), pixel_values, **budget)
             if args.log_clean_accuracy:
                 with torch.no_grad(), preserve_mode(unwrapped, args.attack_model_mode):
                     clean_logits = logits_fn(pixel_values)
             outputs = model(pixel_values=adversarial)
             adversarial_logits = outputs.logits
-            loss = pgd_at_loss(adversarial_logits, labels, smoothing)
-        else:
+            if mixing:
+                loss = soft_target_cross_entropy(adversarial_logits, targets)
+            else:
+                loss = pgd_at_loss(adversarial_logits, labels, smoothing)
+        else:  # TRADES / MART: the arguments refuse Mixup/CutMix with them
             if method == "trades":
                 with torch.no_grad(), preserve_mode(unwrapped, args.attack_model_mode):
                     target_logits = logits_fn(pixel_values)

@@ -17,7 +17,7 @@ from transformers import set_seed
 
 from ..training.runs import save_recipe_config
 from ..data.mixing import mix_generated_data
-from ..data import DataArguments, collate_images, eval_transform, make_image_processor, train_transform, with_transform
+from ..data import DataArguments, collate_images, eval_transform, make_image_processor, with_transform
 from ..data.splits import hold_out_validation
 from ..modeling import MimirForPreTraining, mimir_config
 from ..training import resolve_resume
@@ -108,9 +108,9 @@ def run_pretraining(
         model=model,
         args=training_args,
         train_dataset=mix_generated_data(
-            with_transform(train_data, train_transform(image_size)),
+            with_transform(train_data, data_args.train_transform(image_size)),
             data_args.generated_data,
-            train_transform(image_size),
+            data_args.train_transform(image_size),
             data_args.unsup_fraction,
         ),
         eval_dataset=eval_data,
