@@ -130,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "for its pretraining, an evaluation for its finetune). With more than one, each stage's output "
                              "goes to <output_dir>/logs/<stage>.log and, unless OMP_NUM_THREADS is set, each gets "
                              "cpu_count // jobs threads. On 2 CPU cores 2 jobs of 1 thread do ~1.1x the work of 1 job of 2.")
+    parser.add_argument("--archive_dir", default=None,
+                        help="Also copy the run's small result files (results, stages.json, each stage's reports, per-sample "
+                             "arrays, logs, trainer_state.json, configs and plots; never weights or checkpoints) into this "
+                             "folder after every stage, so the evidence survives a change of machine (e.g. docs/results/cpu-v2).")
+    parser.add_argument("--results_only", action="store_true",
+                        help="Run no stage: write results.json/.md/.png (and the archive) from the outputs that exist.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
     args = parser.parse_args(argv)
@@ -376,12 +382,67 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
                   + (f"; waiting for {', '.join(running)} to finish" if running else ""), flush=True)
             continue
         done.add(stage.name)
+        archive(args, [stage.name])
         print(f"{prefix(stage)}: done in {_format_seconds(wall)} "
               f"(elapsed {_format_seconds(time.perf_counter() - total_start)})", flush=True)
     if failed:
         raise SystemExit(f"error: stage {', '.join(failed)} failed; "
                          "fix it and rerun with --skip_existing to keep the finished stages.")
     return record
+
+
+ARCHIVED_SUFFIXES = (".json", ".md", ".png", ".npz", ".log", ".yaml", ".txt")
+ARCHIVE_MAX_BYTES = 5 * 2**20  # per file: reports and per-sample arrays are far smaller; weights are never copied
+
+
+def archive(args: argparse.Namespace, stage_names: list[str] | None = None) -> list[Path]:
+    """Copy the small result files of `stage_names` (None: the whole run) into `args.archive_dir`.
+
+    Only the top level of each stage folder is read (checkpoints and the evaluation's per-batch
+    state live in sub-folders), only the suffixes above, and nothing over ARCHIVE_MAX_BYTES.
+    """
+    if not getattr(args, "archive_dir", None):
+        return []
+    import shutil
+
+    out, dest = Path(args.output_dir), Path(args.archive_dir)
+    sources: list[tuple[Path, Path]] = []
+    folders = stage_names if stage_names is not None else sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "logs")
+    for name in folders:
+        folder = out / name
+        if folder.is_dir():
+            sources += [(f, dest / name / f.name) for f in sorted(folder.iterdir())
+                        if f.is_file() and f.suffix in ARCHIVED_SUFFIXES and f.stat().st_size <= ARCHIVE_MAX_BYTES]
+        log = out / "logs" / f"{name}.log"
+        if log.is_file() and log.stat().st_size <= ARCHIVE_MAX_BYTES:
+            sources.append((log, dest / "logs" / log.name))
+    sources += [(f, dest / f.name) for f in (out / n for n in ("stages.json", "results.json", "results.md", "results.png"))
+                if f.is_file()]
+    replacements = _machine_paths(args)
+    for source, target in sources:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix in (".json", ".md", ".log", ".yaml", ".txt"):
+            text = source.read_text(encoding="utf-8", errors="replace")
+            for path, placeholder in replacements:
+                text = text.replace(path, placeholder)
+            target.write_text(text, encoding="utf-8")
+        else:
+            shutil.copy2(source, target)
+    return [target for _, target in sources]
+
+
+def _machine_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """This machine's paths in the run's text files and their placeholders, longest first: an archive
+    meant for a repository must not carry them (and they mean nothing on another machine)."""
+    pairs = {}
+    for path, placeholder in ((args.output_dir, "<output_dir>"), (args.data_dir, "<data_dir>"), (args.python, "python"),
+                              (sys.executable, "python"), (sys.prefix, "<python_prefix>"), (str(RECIPES.parent), "<repo>"),
+                              (os.getcwd(), "<cwd>")):
+        if path:
+            for form in {str(path), str(Path(path).resolve())}:
+                if form not in ("", ".", "/"):
+                    pairs[form] = placeholder
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
 def _wait_any(running: dict) -> str:
@@ -599,6 +660,10 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stages:
             print(shlex.join(stage.command(args.python)))
         return 0
+    if args.results_only:
+        write_results(args)
+        archive(args)
+        return 0
     check_data_dir(args, stages)
     print(f"Replication: arms {', '.join(args.arms)}, {len(stages)} stages, configs from "
           f"{args.config_set or args.config_dir}, outputs in {args.output_dir}"
@@ -606,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     stage_log = run_stages(stages, args)
     write_results(args, stage_log)
+    archive(args)
     return 0
 
 

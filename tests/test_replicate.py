@@ -410,3 +410,36 @@ def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(t
     # an arm is complete only with both evaluations
     (tmp_path / "eval-scratch-autoattack" / "robustness.json").unlink()
     assert driver.collect_results(args, {})["arms"][0]["missing"]
+
+
+def test_the_archive_keeps_small_result_files_without_machine_paths(tmp_path):
+    from evaluation_folders import labels_for, write_evaluation
+
+    out = tmp_path / "run"
+    rng = np.random.default_rng(1)
+    for name in ("scratch", "mimir"):
+        clean = rng.random(30) < 0.6
+        write_evaluation(out / f"eval-{name}", {"clean": clean, "pgd-20": clean & (rng.random(30) < 0.5),
+                                                "autoattack": clean & (rng.random(30) < 0.4)}, labels_for(30))
+    finetune = out / "finetune-mimir"
+    (finetune / "checkpoint-10").mkdir(parents=True)
+    (finetune / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (finetune / "model.safetensors").write_bytes(b"weights")
+    (finetune / "trainer_state.json").write_text(json.dumps({"log_history": [{"eval_robust_accuracy": 0.3}],
+                                                             "best_model_checkpoint": str(finetune / "checkpoint-10")}))
+    (out / "stages.json").write_text(json.dumps({"finetune-mimir": {"command": f"{sys.executable} {ROOT}/recipes/finetune.py "
+                                                                               f"--dataset {tmp_path}/data --output_dir {finetune}"}}))
+    archive = tmp_path / "docs" / "results"
+    assert driver.main(["--output_dir", str(out), "--data_dir", str(tmp_path / "data"), "--arms", "a,c", "--results_only",
+                        "--archive_dir", str(archive), "--bootstrap_samples", "100"]) == 0
+    copied = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
+    assert "eval-mimir/per_sample.npz" in copied and "eval-scratch/robustness.json" in copied
+    assert "finetune-mimir/trainer_state.json" in copied and {"results.json", "results.md", "results.png", "stages.json"} <= set(copied)
+    assert not any("safetensors" in p or "checkpoint-" in p for p in copied)  # no weights, no checkpoints
+    for path in archive.rglob("*"):
+        if path.suffix in (".json", ".md"):
+            text = path.read_text()
+            assert str(tmp_path) not in text and str(ROOT) not in text and sys.executable not in text, path
+    assert "<output_dir>/finetune-mimir" in (archive / "stages.json").read_text()
+    with np.load(archive / "eval-mimir" / "per_sample.npz") as copy, np.load(out / "eval-mimir" / "per_sample.npz") as original:
+        assert all(np.array_equal(copy[k], original[k]) for k in original.files)
