@@ -435,9 +435,13 @@ def _machine_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
     """This machine's paths in the run's text files and their placeholders, longest first: an archive
     meant for a repository must not carry them (and they mean nothing on another machine)."""
     pairs = {}
+    # the checkout whose recipes ran each stage (a run may have been started from another copy)
+    repos = {str(Path(token).parents[1]) for record in _load_json(Path(args.output_dir) / "stages.json").values()
+             for token in shlex.split(str(record.get("command", "")))
+             if token.endswith(".py") and Path(token).is_absolute() and Path(token).parent.name == "recipes"}
     for path, placeholder in ((args.output_dir, "<output_dir>"), (args.data_dir, "<data_dir>"), (args.python, "python"),
                               (sys.executable, "python"), (sys.prefix, "<python_prefix>"), (str(RECIPES.parent), "<repo>"),
-                              (os.getcwd(), "<cwd>")):
+                              *((repo, "<repo>") for repo in repos), (os.getcwd(), "<cwd>")):
         if path:
             for form in {str(path), str(Path(path).resolve())}:
                 if form not in ("", ".", "/"):

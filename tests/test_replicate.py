@@ -427,7 +427,7 @@ def test_the_archive_keeps_small_result_files_without_machine_paths(tmp_path):
     (finetune / "model.safetensors").write_bytes(b"weights")
     (finetune / "trainer_state.json").write_text(json.dumps({"log_history": [{"eval_robust_accuracy": 0.3}],
                                                              "best_model_checkpoint": str(finetune / "checkpoint-10")}))
-    (out / "stages.json").write_text(json.dumps({"finetune-mimir": {"command": f"{sys.executable} {ROOT}/recipes/finetune.py "
+    (out / "stages.json").write_text(json.dumps({"finetune-mimir": {"command": f"{sys.executable} {tmp_path}/checkout/recipes/finetune.py "
                                                                                f"--dataset {tmp_path}/data --output_dir {finetune}"}}))
     archive = tmp_path / "docs" / "results"
     assert driver.main(["--output_dir", str(out), "--data_dir", str(tmp_path / "data"), "--arms", "a,c", "--results_only",
