@@ -371,7 +371,7 @@ def test_the_v2_configs_differ_only_where_the_comparison_needs_it():
     full = yaml.safe_load((V2_DIR / "evaluate.yaml").read_text())
     subset = yaml.safe_load((V2_DIR / "evaluate_autoattack.yaml").read_text())
     assert full["max_eval_samples"] == 10000 and full["attacks"] == ["clean", "pgd-20"]
-    assert subset["max_eval_samples"] == 2000 and "autoattack" in subset["attacks"]
+    assert subset["max_eval_samples"] == 1000 and "autoattack" in subset["attacks"]
     assert subset["autoattack_attacks"] == ["apgd-ce", "apgd-t"]
     args = driver.parse_args(["--data_dir", "x", "--config_dir", str(V2_DIR), "--output_dir", "o"])
     names = [s.name for s in driver.plan_stages(args)]
