@@ -164,8 +164,10 @@ def _digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
-def pack_images(path: Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None) -> int:
-    """Write uint8 N x H x W x 3 `images` and their labels to `path`, losslessly packed; returns the bytes written."""
+def pack_images(path: Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None,
+                progress: bool = False) -> int:
+    """Write uint8 N x H x W x 3 `images` and their labels to `path`, losslessly packed; returns the bytes written.
+    LZMA at its strongest preset takes ~2 ms per CIFAR image: `progress` shows a bar."""
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"pack_images takes uint8 N x H x W x 3 images, got {images.dtype} {images.shape}.")
@@ -177,7 +179,15 @@ def pack_images(path: Path, images: np.ndarray, labels: np.ndarray, class_names:
     planes = np.stack([images[..., 0] - green, green, images[..., 2] - green])  # 3 x N x H x W
     residual = np.diff(planes, axis=3, prepend=np.zeros_like(planes[..., :1]))
     residual = np.diff(residual, axis=2, prepend=np.zeros_like(residual[:, :, :1]))
-    payload = lzma.compress(residual.tobytes(), preset=9)
+    raw = memoryview(residual.reshape(-1))
+    compressor, parts, chunk = lzma.LZMACompressor(preset=9), [], 1 << 22
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(raw), unit="B", unit_scale=True, desc=f"packing {path.name}", disable=not progress) as bar:
+        for start in range(0, len(raw), chunk):
+            parts.append(compressor.compress(raw[start : start + chunk]))
+            bar.update(len(raw[start : start + chunk]))
+    payload = b"".join(parts) + compressor.flush()
     arrays = {
         "format": np.array(PACK_FORMAT),
         "shape": np.array(images.shape, dtype=np.int64),

@@ -135,7 +135,7 @@ def prepare_data(data_dir: Path, dest: Path, train_images: int, test_images: int
         images, labels, names = first_images(data_dir, split, count)
         path = dest / f"{split}.pack"
         start = time.perf_counter()
-        sizes[split] = pack_images(path, images, labels, names)
+        sizes[split] = pack_images(path, images, labels, names, progress=True)
         unpacked, unpacked_labels, _ = unpack_images(path)  # checks the pixels' SHA-256 too
         if not (np.array_equal(unpacked, images) and np.array_equal(unpacked_labels, labels)):
             raise SystemExit(f"error: {path} does not unpack to the images it was made from.")
