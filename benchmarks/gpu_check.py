@@ -6,9 +6,9 @@
 
 On the GPU machine (torch + CUDA, transformers, accelerate, timm; no package registry):
 
-1. installs what it lacks from `.device_wheels/` (carried with the tree: `pyautoattack` for the
-   AutoAttack timing and `pytest` for the tests; `datasets`/`evaluate` are not needed by any step
-   here and do not fit the 64 MiB a run may carry, see docs/gpu.md);
+1. installs what it lacks from `.device_wheels/` (carried with the tree; `benchmarks/device_setup.py`):
+   `pyautoattack` for the AutoAttack timing (slimmed to ~0.1 MB) and `pytest` for the tests if absent;
+   no step here needs `datasets` or `evaluate` (gpu_replication.py carries `datasets`);
 2. runs the tests marked `gpu` (tests/test_gpu.py: placement, bf16 attacks, zero syncs under
    `torch.cuda.set_sync_debug_mode("error")`, torch.compile, both trainers in bf16);
 3. measures, through `MimirTrainer.training_step` (the path users run, not a benchmark-only one),
@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,10 +38,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-WHEELS = REPO / ".device_wheels"
-# What the GPU machine lacks and a step here needs (module name -> pip requirement).
-NEEDED = {"pyautoattack": "pyautoattack", "pytest": "pytest"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_setup import PYAUTOATTACK, REPO, describe_machine, download_wheels, install_missing  # noqa: E402
+
+# What a step here needs and the GPU machine may lack (module -> pip spec; installed with --no-deps: pytest's
+# own dependencies, and pytest itself, are in the image, docs/gpu.md).
+NEEDED = {"pyautoattack": PYAUTOATTACK, "pytest": "pytest"}
 
 SHAPES = {
     # name: (size, image_size, patch_size, overrides)
@@ -58,50 +59,6 @@ SMOKE_PLAN = {"steps": [("tiny", 8)], "pgd": ("tiny", 8), "autoattack": ("tiny",
 
 
 # ------------------------------------------------------------------ setup
-
-
-def download_wheels() -> None:
-    """Fill `.device_wheels/` here (registry access) with pure-Python wheels of what the GPU machine lacks."""
-    WHEELS.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--dest", str(WHEELS), "--only-binary=:all:", *NEEDED.values()]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True)
-    size = sum(p.stat().st_size for p in WHEELS.iterdir()) / 2**20
-    print(f"{WHEELS}: {len(list(WHEELS.iterdir()))} wheels, {size:.1f} MiB (a device run carries at most 64 MiB)")
-
-
-def install_missing(smoke: bool) -> dict:
-    missing = [module for module in NEEDED if importlib.util.find_spec(module) is None]
-    report = {"missing_before": missing, "installed": [], "error": None}
-    if not missing or smoke:
-        return report
-    if not WHEELS.is_dir():
-        report["error"] = f"{WHEELS.name}/ not found: run `python benchmarks/gpu_check.py --download-wheels` and carry it"
-        return report
-    command = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(WHEELS),
-               *(NEEDED[module] for module in missing)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        report["error"] = result.stderr[-2000:]
-    else:
-        importlib.invalidate_caches()
-        report["installed"] = [m for m in missing if importlib.util.find_spec(m) is not None]
-    return report
-
-
-def environment(device) -> dict:
-    import accelerate
-    import torch
-    import transformers
-
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(device)))
-    else:
-        info["gpu"] = None
-    return info
 
 
 def run_gpu_tests(timeout: float) -> dict:
@@ -358,11 +315,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip_tests", action="store_true", help="do not run the gpu tests")
     args = parser.parse_args(argv)
     if args.download_wheels:
-        download_wheels()
+        download_wheels(list(NEEDED.values()))
         return {}
 
     start = time.perf_counter()
-    installed = install_missing(args.smoke)
+    installed = install_missing(NEEDED, smoke=args.smoke, hint="run `python benchmarks/gpu_check.py --download-wheels` here")
     sys.path.insert(0, str(REPO / "src"))
     import torch
 
@@ -377,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     def over_budget() -> bool:
         return time.perf_counter() - start > args.budget_s
 
-    results: dict = {"mode": "smoke" if args.smoke else "gpu", "environment": environment(device), "install": installed}
+    results: dict = {"mode": "smoke" if args.smoke else "gpu", "environment": describe_machine(device), "install": installed}
     print(json.dumps({"environment": results["environment"], "install": installed}), flush=True)
     if not (args.smoke or args.skip_tests):
         results["gpu_tests"] = run_gpu_tests(timeout=240.0)

@@ -5,6 +5,8 @@
     python recipes/replicate_cifar10.py --data_dir data/cifar10 --arms a,c --max_train_samples 2560 --output_dir outputs/rep-small
     python recipes/replicate_cifar10.py --data_dir data/cifar10 --config_set recipes/configs/replicate_paper.yaml \
         --output_dir outputs/replicate-paper --skip_existing              # the paper's scale, 4 GPUs
+    python recipes/replicate_cifar10.py --data_dir data/cifar10 --config_dir recipes/configs/replicate_gpu --jobs 4 \
+        --time_limit 500                      # one GPU, stages sharing it; stopped at 500 s, the finished ones reported
 
 `--data_dir` holds CIFAR-10 as train_batch_1..5.npz + test.npz (or is any other `--dataset` source,
 e.g. the Hub's uoft-cs/cifar10); it is checked before the first stage starts.
@@ -24,6 +26,10 @@ file) names the four configs instead, and may add an Accelerate config and defau
 With `--accelerate_config FILE` (or `accelerate_config:` in the config set) the five training stages
 run under `accelerate launch --config_file FILE` (multi-GPU, multi-node, FSDP: whatever the file
 says); the evaluations stay single-process.
+
+`--launch_limit S` starts no stage after S seconds and `--time_limit S` stops the running ones at S
+seconds (for a machine lent for a fixed time): the finished stages' results are still written, the
+others are listed as unfinished in the table, and the driver exits with status 4.
 
 At the end `<output_dir>/results.json`, `results.md` and `results.png` (grouped bars with bootstrap
 intervals) are written from the robustness.json files of the evaluations (accuracies, worst case,
@@ -136,6 +142,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "folder after every stage, so the evidence survives a change of machine (e.g. docs/results/cpu-v2).")
     parser.add_argument("--results_only", action="store_true",
                         help="Run no stage: write results.json/.md/.png (and the archive) from the outputs that exist.")
+    parser.add_argument("--launch_limit", type=float, default=None,
+                        help="Seconds after the driver's start past which no stage is started (the rest are recorded as "
+                             "not started, the results of the finished ones written, and the driver exits with status 4).")
+    parser.add_argument("--time_limit", type=float, default=None,
+                        help="Seconds after the driver's start at which running stages are stopped (SIGTERM, then "
+                             "SIGKILL), so that the results of the finished ones are written inside a hard wall-clock "
+                             "limit; implies --launch_limit at most this. `--skip_existing` later resumes the rest.")
+    parser.add_argument("--progress_every", type=float, default=60.0,
+                        help="With --jobs > 1, print every this many seconds which stages run, for how long, and the last "
+                             "line of each one's log (its progress bar); 0: never.")
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
     args = parser.parse_args(argv)
@@ -150,6 +166,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--bootstrap_samples must be >= 1.")
     if args.jobs < 1:
         parser.error("--jobs must be >= 1.")
+    for name in ("launch_limit", "time_limit"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name} must be > 0 seconds.")
+    if args.time_limit is not None:
+        args.launch_limit = args.time_limit if args.launch_limit is None else min(args.launch_limit, args.time_limit)
+    if args.progress_every < 0:
+        parser.error("--progress_every must be >= 0.")
     args.stage_configs, config_set = _stage_configs(args, parser)
     for key in ("pretrain_args", "finetune_args", "eval_args"):  # the set's defaults first, the command line's after
         setattr(args, key, " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part))
@@ -307,13 +330,16 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
     record every command, status and wall time in stages.json as it goes.
 
     A failed stage stops new launches; the stages already running finish (their work is kept), then
-    the driver exits with the failure, and `--skip_existing` resumes from there.
+    the driver exits with the failure, and `--skip_existing` resumes from there. Past `launch_limit`
+    no stage starts; at `time_limit` the running ones are stopped; both are recorded (`stopped`,
+    `not_started`) and the function returns, so that the caller can still write the results.
     """
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "stages.json"
     record = _load_json(log_path)
     jobs = getattr(args, "jobs", 1)
+    launch_limit, time_limit = getattr(args, "launch_limit", None), getattr(args, "time_limit", None)
     env = dict(os.environ)
     if jobs > 1:
         (out / "logs").mkdir(exist_ok=True)
@@ -331,8 +357,15 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
     def save() -> None:
         log_path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
+    def elapsed() -> float:
+        return time.perf_counter() - total_start
+
+    def may_launch() -> bool:
+        return launch_limit is None or elapsed() < launch_limit
+
+    progress = _Progress(running, done, total_start, len(stages), getattr(args, "progress_every", 0) if jobs > 1 else 0)
     while pending or running:
-        while not failed and len(running) < jobs:
+        while not failed and len(running) < jobs and may_launch():
             stage = next((s for s in pending if s.needs is None or s.needs in done or s.needs not in position), None)
             if stage is None:
                 break
@@ -357,10 +390,30 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
         if failed and not running:
             break
         if not running:
+            if pending and not may_launch():
+                break
             if pending:  # only stages whose input stage is not planned and not done: nothing can start
                 raise SystemExit(f"error: stages {[s.name for s in pending]} wait for stages that did not run.")
             break
-        finished = _wait_any(running)
+        deadline = None if time_limit is None else total_start + time_limit
+        finished = _wait_any(running, deadline, progress.tick)
+        if finished is None:  # the time limit: stop what runs, keep what finished
+            _stop([process for _, process, _, _ in running.values()])
+            for stage, process, start, log in running.values():
+                if log is not None:
+                    log.close()
+                record[stage.name] = {
+                    "command": shlex.join(stage.command(args.python)),
+                    "wall_time_seconds": round(time.perf_counter() - start, 1),
+                    "returncode": process.returncode,
+                    "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "skipped_at_last_invocation": False,
+                    "stopped": f"time limit ({_format_seconds(time_limit)})",
+                }
+                print(f"{prefix(stage)}: STOPPED at the time limit of {_format_seconds(time_limit)}", flush=True)
+            running.clear()
+            save()
+            break
         stage, process, start, log = running.pop(finished)
         if log is not None:
             log.close()
@@ -384,10 +437,16 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
         done.add(stage.name)
         archive(args, [stage.name])
         print(f"{prefix(stage)}: done in {_format_seconds(wall)} "
-              f"(elapsed {_format_seconds(time.perf_counter() - total_start)})", flush=True)
+              f"(elapsed {_format_seconds(elapsed())})", flush=True)
     if failed:
         raise SystemExit(f"error: stage {', '.join(failed)} failed; "
                          "fix it and rerun with --skip_existing to keep the finished stages.")
+    left = [stage for stage in pending if not stage.is_complete()]
+    for stage in left:
+        record[stage.name] = {"not_started": f"launch limit ({_format_seconds(launch_limit)})"}
+    if left:
+        print(f"Not started (launch limit of {_format_seconds(launch_limit)}): {', '.join(s.name for s in left)}", flush=True)
+        save()
     return record
 
 
@@ -449,12 +508,63 @@ def _machine_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
     return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
-def _wait_any(running: dict) -> str:
-    """The name of the first running stage to exit (polling: subprocess has no portable wait-any)."""
+class _Progress:
+    """Every `every` seconds, one line: elapsed time, stages done, and each running stage's time and last log line."""
+
+    def __init__(self, running: dict, done: set[str], start: float, total: int, every: float) -> None:
+        self.running, self.done, self.start, self.total, self.every = running, done, start, total, every
+        self.last = start
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if not self.every or now - self.last < self.every:
+            return
+        self.last = now
+        parts = []
+        for name, (_, _, started, log) in self.running.items():
+            tail = _last_line(Path(log.name)) if log is not None else ""
+            parts.append(f"{name} {_format_seconds(now - started)}" + (f" [{tail}]" if tail else ""))
+        print(f"[{_format_seconds(now - self.start)}] {len(self.done)} of {self.total} stages done; running: "
+              + "; ".join(parts), flush=True)
+
+
+def _last_line(path: Path, limit: int = 100) -> str:
+    """The last non-empty line of a log, progress bars' carriage returns counted as line ends."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 4096))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    return lines[-1][:limit] if lines else ""
+
+
+def _stop(processes: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM to every process, then SIGKILL to those still running after `grace` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.perf_counter() + grace
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_any(running: dict, deadline: float | None = None, tick=None) -> str | None:
+    """The name of the first running stage to exit (polling: subprocess has no portable wait-any), or None
+    once `deadline` (a time.perf_counter() value) has passed."""
     while True:
         for name, (_, process, _, _) in running.items():
             if process.poll() is not None:
                 return name
+        if deadline is not None and time.perf_counter() >= deadline:
+            return None
+        if tick is not None:
+            tick()
         time.sleep(0.5)
 
 
@@ -513,9 +623,12 @@ def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> 
         if len(folders) > 1:
             row["accuracy_num_samples"] = samples
         arms.append(row)
+    unfinished = {name: f"stopped at the {entry['stopped']}" if "stopped" in entry else f"not started ({entry['not_started']})"
+                  for name, entry in stage_log.items() if "stopped" in entry or "not_started" in entry}
     results = {
         "output_dir": str(out),
         "arms": arms,
+        **({"unfinished_stages": unfinished} if unfinished else {}),
         "paired": paired_statistics(args, arms, evaluations[0]),
         "source": "robustness.json of each evaluation; wall times measured by this driver; paired statistics by "
         "mimir_hf.evaluation.compare_evaluations from each evaluation's per_sample.npz",
@@ -597,6 +710,8 @@ def format_markdown(results: dict) -> str:
         wc = row["worst_case"].get("attacks")
         if wc:
             notes.append(f"- {row['label']}: worst case over {', '.join(wc)}.")
+    for name, reason in (results.get("unfinished_stages") or {}).items():
+        notes.append(f"- Stage {name}: {reason}.")
     if notes:
         lines += ["", *notes]
     for key in [k for k in results if k.startswith("paired")]:
@@ -676,6 +791,11 @@ def main(argv: list[str] | None = None) -> int:
     stage_log = run_stages(stages, args)
     write_results(args, stage_log)
     archive(args)
+    unfinished = [stage.name for stage in stages if {"stopped", "not_started"} & set(stage_log.get(stage.name, {}))]
+    if unfinished:
+        print(f"error: {', '.join(unfinished)} did not finish within the time limits; the results above cover the "
+              "finished stages. Rerun with --skip_existing (and more time) to complete them.", file=sys.stderr, flush=True)
+        return 4
     return 0
 
 

@@ -112,7 +112,7 @@ class DataArguments:
         default=0.0,
         metadata={
             "help": "Probability of random erasing of a training image, applied last (Singh et al.: 0.25): boxes of "
-            "2-33% of the area, aspect 0.3-3.3, filled per random_erasing_mode. 0 disables it."
+            "2 to 33 percent of the area, aspect 0.3-3.3, filled per random_erasing_mode. 0 disables it."
         },
     )
     random_erasing_mode: str = field(
