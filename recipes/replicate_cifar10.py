@@ -768,7 +768,7 @@ def plot_results(results: dict, path: Path) -> Path | None:
     confidence = next((results[k]["bootstrap"]["confidence"] for k in results
                        if k.startswith("paired") and "bootstrap" in (results[k] or {})), None)
     if metrics and confidence is not None:
-        title += f"; error bars: {100 * confidence:g} % bootstrap intervals"
+        title += f"\nerror bars: {100 * confidence:g} % bootstrap intervals"
     return plot_accuracy_comparison(rows, path, title=title, intervals=intervals) if rows else None
 
 
