@@ -152,6 +152,15 @@ class DataArguments:
             image_size, rand_augment=self.rand_augment, random_erasing=erasing if erasing.probability > 0 else None, **options
         )
 
+    def training_dataset(self, train_data: "Dataset", image_size: int) -> "Dataset":
+        """The training set both stages train on: `train_data` under this augmentation, mixed with
+        `generated_data` at `unsup_fraction` of every batch when that is set."""
+        from .mixing import mix_generated_data
+        from .processing import with_transform
+
+        transform = self.train_transform(image_size)
+        return mix_generated_data(with_transform(train_data, transform), self.generated_data, transform, self.unsup_fraction)
+
     def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
         """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""
         if self.image_size is not None:

@@ -25,7 +25,6 @@ from ..data import (
     with_transform,
 )
 from ..training.runs import save_recipe_config
-from ..data.mixing import mix_generated_data
 from ..training import resolve_resume
 from .arguments import AdversarialTrainingArguments, ModelArguments
 from .model import build_classifier, check_checkpoint_exists
@@ -134,12 +133,7 @@ def run_finetuning(
     trainer = AdversarialTrainer(
         model=model,
         args=training_args,
-        train_dataset=mix_generated_data(
-            with_transform(train_data, data_args.train_transform(image_size)),
-            data_args.generated_data,
-            data_args.train_transform(image_size),
-            data_args.unsup_fraction,
-        ),
+        train_dataset=data_args.training_dataset(train_data, image_size),
         eval_dataset=None if eval_data is None else with_transform(eval_data, eval_transform(image_size, data_args.eval_crop_fraction)),
         data_collator=collate_images,
         processing_class=processor,

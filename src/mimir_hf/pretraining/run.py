@@ -16,7 +16,6 @@ from typing import Any
 from transformers import set_seed
 
 from ..training.runs import save_recipe_config
-from ..data.mixing import mix_generated_data
 from ..data import DataArguments, collate_images, eval_transform, make_image_processor, with_transform
 from ..data.splits import hold_out_validation
 from ..modeling import MimirForPreTraining, mimir_config
@@ -107,12 +106,7 @@ def run_pretraining(
     trainer = MimirTrainer(
         model=model,
         args=training_args,
-        train_dataset=mix_generated_data(
-            with_transform(train_data, data_args.train_transform(image_size)),
-            data_args.generated_data,
-            data_args.train_transform(image_size),
-            data_args.unsup_fraction,
-        ),
+        train_dataset=data_args.training_dataset(train_data, image_size),
         eval_dataset=eval_data,
         data_collator=collate_images,
     )
