@@ -9,7 +9,7 @@ The exact call on the GPU machine, after `--prepare` here:
     run(command="PYTHONUNBUFFERED=1 python benchmarks/gpu_replication.py", carry=[".device_wheels", ".device_data"], timeout_s=570)
 
 It runs `recipes/replicate_cifar10.py --config_dir recipes/configs/replicate_gpu --jobs 4`: MAE and MIMIR
-pretraining, PGD adversarial finetuning of the three arms (scratch, MAE, MIMIR) and their evaluations
+pretraining, FGSM-RS adversarial finetuning of the three arms (scratch, MAE, MIMIR) and their evaluations
 (clean + PGD-20 on 5,000 test images; AutoAttack APGD-CE + APGD-T on the first 1,000), with the paper's
 ViT-T at patch 4, in bf16, four stages at a time on the one GPU. The estimate, ~5 minutes (3.3 if the
 stages' GPU work overlaps fully, 6.4 if it does not overlap at all), and its arithmetic are in
@@ -88,9 +88,6 @@ LAUNCH_MARGIN_S = 60.0  # no stage starts in the last minute before the stop: it
 DEVICE_TIMEOUT_S = 570  # the run(...) call's timeout_s: past BUDGET_S, so the guard acts first
 RESULT_FILES = ("results.json", "results.md", "results.png", "stages.json")
 ARCHIVE = "replication-files.tar.gz"
-# Files of the driver's layout that travel back in the archive (weights, checkpoints and attack states stay).
-ARCHIVED_SUFFIXES = {".json", ".md", ".png", ".yaml", ".log", ".txt", ".npz", ".jsonl"}
-ARCHIVED_MAX_BYTES = 4 * 2**20
 
 _TINY = ("--hidden_size 32 --num_hidden_layers 1 --num_attention_heads 2 --per_device_train_batch_size 16 "
          "--validation_split_size 16 --dataloader_num_workers 0 --dataloader_persistent_workers false --logging_steps 1 "
@@ -221,19 +218,17 @@ def run_driver(command: list[str], log_path: Path) -> int:
         return process.wait()
 
 
-def collect(run_dir: Path, output_dir: Path) -> list[str]:
-    """Copy the driver's result files to `output_dir` and archive the rest of its layout without weights."""
+def collect(run_dir: Path, archive_dir: Path, output_dir: Path) -> list[str]:
+    """Copy the driver's result files to `output_dir`, and pack the small files the driver archived
+    (`--archive_dir`: its layout without weights, checkpoints or attack states) into one tarball."""
     written = []
     for name in RESULT_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, output_dir / name)
             written.append(name)
     with tarfile.open(output_dir / ARCHIVE, "w:gz") as archive:
-        for path in sorted(run_dir.rglob("*")):
-            relative = path.relative_to(run_dir)
-            if (path.is_file() and path.suffix in ARCHIVED_SUFFIXES and path.stat().st_size <= ARCHIVED_MAX_BYTES
-                    and not any(part.startswith("checkpoint-") or part == "eval_state" for part in relative.parts)):
-                archive.add(path, arcname=str(Path(run_dir.name) / relative))
+        if archive_dir.is_dir():
+            archive.add(archive_dir, arcname=run_dir.name)
     written.append(ARCHIVE)
     return written
 
@@ -293,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
     if time_limit < 2 * LAUNCH_MARGIN_S:
         raise SystemExit(f"error: only {left:.0f} s of the {args.budget_s:.0f} s budget left after the setup.")
     command = [sys.executable, str(DRIVER), "--config_dir", str(CONFIG_DIR), "--data_dir", str(work_dir / "data"),
-               "--output_dir", str(run_dir), "--jobs", str(JOBS), "--progress_every", "30",
+               "--output_dir", str(run_dir), "--archive_dir", str(work_dir / "archive"), "--jobs", str(JOBS), "--progress_every", "30",
                "--time_limit", f"{time_limit:.0f}", "--launch_limit", f"{time_limit - LAUNCH_MARGIN_S:.0f}",
                *(SMOKE_DRIVER_ARGS if args.smoke else []), *args.driver_args]
     report["driver_command"] = shlex.join(command)
@@ -304,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     driver_start = time.perf_counter()
     report["driver_returncode"] = run_driver(command, output_dir / "replication.log")
     report["seconds_driver"] = round(time.perf_counter() - driver_start, 1)
-    report["files"] = collect(run_dir, output_dir) + ["replication.log", "environment.json"]
+    report["files"] = collect(run_dir, work_dir / "archive", output_dir) + ["replication.log", "environment.json"]
     save_report()
     print(f"\nGPU replication: {report['seconds_total']:.0f} s of the {args.budget_s:.0f} s budget (setup "
           f"{report['seconds_setup']:.0f} s, stages and results {report['seconds_driver']:.0f} s); driver exit status "

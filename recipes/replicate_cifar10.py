@@ -363,6 +363,21 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
     def may_launch() -> bool:
         return launch_limit is None or elapsed() < launch_limit
 
+    def finish(stage: Stage, process: subprocess.Popen, start: float, log, **extra) -> float:
+        """Close the stage's log and record its command, exit status and wall time; returns the wall time."""
+        if log is not None:
+            log.close()
+        wall = time.perf_counter() - start
+        record[stage.name] = {
+            "command": shlex.join(stage.command(args.python)),
+            "wall_time_seconds": round(wall, 1),
+            "returncode": process.returncode,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "skipped_at_last_invocation": False,
+            **extra,
+        }
+        return wall
+
     progress = _Progress(running, done, total_start, len(stages), getattr(args, "progress_every", 0) if jobs > 1 else 0)
     while pending or running:
         while not failed and len(running) < jobs and may_launch():
@@ -400,32 +415,14 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
         if finished is None:  # the time limit: stop what runs, keep what finished
             _stop([process for _, process, _, _ in running.values()])
             for stage, process, start, log in running.values():
-                if log is not None:
-                    log.close()
-                record[stage.name] = {
-                    "command": shlex.join(stage.command(args.python)),
-                    "wall_time_seconds": round(time.perf_counter() - start, 1),
-                    "returncode": process.returncode,
-                    "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                    "skipped_at_last_invocation": False,
-                    "stopped": f"time limit ({_format_seconds(time_limit)})",
-                }
+                finish(stage, process, start, log, stopped=f"time limit ({_format_seconds(time_limit)})")
                 print(f"{prefix(stage)}: STOPPED at the time limit of {_format_seconds(time_limit)}", flush=True)
             running.clear()
             save()
             break
         stage, process, start, log = running.pop(finished)
-        if log is not None:
-            log.close()
-        wall = time.perf_counter() - start
-        record[stage.name] = {
-            "command": shlex.join(stage.command(args.python)),
-            "wall_time_seconds": round(wall, 1),
-            "returncode": process.returncode,
-            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "skipped_at_last_invocation": False,
-            **({"threads": env["OMP_NUM_THREADS"], "parallel_jobs": jobs} if jobs > 1 else {}),
-        }
+        wall = finish(stage, process, start, log,
+                      **({"threads": env["OMP_NUM_THREADS"], "parallel_jobs": jobs} if jobs > 1 else {}))
         save()
         # evaluate.py exits 3 when a gradient-masking check failed: the report exists and says so.
         if process.returncode != 0 and not (stage.kind == "eval" and stage.is_complete()):
@@ -450,7 +447,8 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
     return record
 
 
-ARCHIVED_SUFFIXES = (".json", ".md", ".png", ".npz", ".log", ".yaml", ".txt")
+TEXT_SUFFIXES = (".json", ".md", ".log", ".yaml", ".txt")  # machine paths are replaced in these
+ARCHIVED_SUFFIXES = (*TEXT_SUFFIXES, ".png", ".npz")
 ARCHIVE_MAX_BYTES = 5 * 2**20  # per file: reports and per-sample arrays are far smaller; weights are never copied
 
 
@@ -480,7 +478,7 @@ def archive(args: argparse.Namespace, stage_names: list[str] | None = None) -> l
     replacements = _machine_paths(args)
     for source, target in sources:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.suffix in (".json", ".md", ".log", ".yaml", ".txt"):
+        if source.suffix in TEXT_SUFFIXES:
             text = source.read_text(encoding="utf-8", errors="replace")
             for path, placeholder in replacements:
                 text = text.replace(path, placeholder)
