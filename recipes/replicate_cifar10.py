@@ -12,9 +12,15 @@
 e.g. the Hub's uoft-cs/cifar10); it is checked before the first stage starts.
 
 Arms (identical finetuning config, seeds, data order and evaluation; only the starting weights differ):
-    a  PGD adversarial training from scratch (same architecture, random MAE-style init)
+    a  adversarial training from scratch (same architecture, random MAE-style init)
     b  plain MAE pretraining (attack_steps 0, mi_weight 0) -> the same adversarial finetuning
     c  MIMIR pretraining (1-step PGD 8/255, alpha 10/255, nHSIC 1e-5, sigma 5) -> the same finetuning
+A config set may define more arms (`arms:`), each a pretraining config plus overrides (ablations).
+A run is an arm at a seed: `--arms b@1` trains arm b with `--seed 1 --data_seed 1` in both training
+stages (held-out split and test images unchanged) into folders suffixed `-seed1`; a bare `b` keeps the
+configs' seeds and the plain folder names. Runs are planned in the order given (each run's stages
+together), so with `--jobs` the first runs finish first. The label of the finetuning ("FGSM-RS",
+"PGD-10-AT", ...) is read from the finetune config.
 
 Every stage is a subprocess of the ordinary recipe (recipes/pretrain.py, finetune.py, evaluate.py)
 with `--config <config_dir>/<stage>.yaml` plus a few overrides (data, output folder, starting
@@ -59,17 +65,69 @@ DEFAULT_CONFIG_DIR = RECIPES / "configs" / "replicate_cpu"
 STAGE_CONFIGS = ("pretrain_mae", "pretrain_mimir", "finetune", "evaluate")
 # A second evaluation per arm, e.g. AutoAttack on the first 2,000 images when evaluate.yaml runs clean and
 # PGD-20 on all 10,000: AutoAttack on every image costs more than the rest of a CPU-scale run together.
-OPTIONAL_STAGE_CONFIGS = ("evaluate_autoattack",)
-CONFIG_SET_KEYS = (*STAGE_CONFIGS, *OPTIONAL_STAGE_CONFIGS, "accelerate_config", "pretrain_args", "finetune_args", "eval_args")
+# A third, for the runs named in --adaptive: attacks aimed at the defence (PGD-MI, PGD-feature).
+OPTIONAL_STAGE_CONFIGS = ("evaluate_autoattack", "evaluate_adaptive")
+CONFIG_SET_KEYS = (*STAGE_CONFIGS, *OPTIONAL_STAGE_CONFIGS, "accelerate_config", "pretrain_args", "finetune_args",
+                   "eval_args", "arms", "runs", "adaptive")
+ARM_KEYS = ("name", "label", "pretrain", "pretrain_args", "finetune_args")
 
 # `finetune_overrides` come before --finetune_args, so a user's value still wins. The scratch arm trains
 # without layer-wise lr decay: decay is a prior for pretrained encoders and would starve its random
 # patch embedding.
+# A label's "{finetune}" is replaced by the finetune config's method (finetune_method_label).
 ARMS = {
-    "a": {"name": "scratch", "label": "(a) PGD-AT from scratch", "pretrain": None, "finetune_overrides": ["--layer_decay", "1.0"]},
-    "b": {"name": "mae", "label": "(b) MAE -> PGD-AT", "pretrain": "mae", "finetune_overrides": []},
-    "c": {"name": "mimir", "label": "(c) MIMIR -> PGD-AT", "pretrain": "mimir", "finetune_overrides": []},
+    "a": {"name": "scratch", "label": "(a) {finetune} from scratch", "pretrain": None, "finetune_overrides": ["--layer_decay", "1.0"]},
+    "b": {"name": "mae", "label": "(b) MAE -> {finetune}", "pretrain": "mae", "finetune_overrides": []},
+    "c": {"name": "mimir", "label": "(c) MIMIR -> {finetune}", "pretrain": "mimir", "finetune_overrides": []},
 }
+
+
+def finetune_method_label(config: Path) -> str:
+    """What the finetune config trains with, for the tables: "FGSM-RS", "PGD-10-AT", "TRADES", ..."""
+    settings = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    method = str(settings.get("adversarial_method", "pgd"))
+    steps = int(settings.get("attack_steps", 10))
+    if method == "pgd":
+        if steps == 1:
+            return "FGSM-RS" if settings.get("attack_random_start", True) else "FGSM-AT"
+        return f"PGD-{steps}-AT"
+    return {"trades": "TRADES", "mart": "MART", "apgd": f"APGD-{steps}-AT", "none": "standard training"}.get(method, method)
+
+
+@dataclass(frozen=True)
+class Run:
+    """An arm at a seed: `seed=None` keeps the configs' seeds and the arm's plain folder names."""
+
+    arm: str
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Run":
+        arm, _, seed = text.strip().partition("@")
+        if seed and not seed.isdigit():
+            raise ValueError(f"a run is <arm> or <arm>@<seed>, got {text!r}")
+        return cls(arm.lower(), int(seed) if seed else None)
+
+    @property
+    def key(self) -> str:
+        return self.arm if self.seed is None else f"{self.arm}@{self.seed}"
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.seed is None else f"-seed{self.seed}"
+
+    def name(self, arms: dict) -> str:
+        return arms[self.arm]["name"] + self.suffix
+
+    def pretrain_name(self, arms: dict) -> str | None:
+        return None if arms[self.arm]["pretrain"] is None else arms[self.arm]["name"] + self.suffix
+
+    def seed_args(self) -> list[str]:
+        return [] if self.seed is None else ["--seed", str(self.seed), "--data_seed", str(self.seed)]
+
+    def label(self, arms: dict, finetune: str) -> str:
+        label = arms[self.arm]["label"].replace("{finetune}", finetune)
+        return label if self.seed is None else f"{label}, seed {self.seed}"
 HEADLINE_ATTACKS = ("clean", "pgd-20", "autoattack")
 
 
@@ -115,7 +173,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accelerate_config", default=None,
                         help="Run the training stages under `accelerate launch --config_file` this file "
                              "(e.g. recipes/accelerate_configs/multi_gpu.yaml); overrides the config set's.")
-    parser.add_argument("--arms", default="a,b,c", help="Comma-separated subset of a (scratch), b (MAE), c (MIMIR).")
+    parser.add_argument("--arms", default=None,
+                        help="Comma-separated runs, in priority order: arms a (scratch), b (MAE), c (MIMIR) or one the "
+                             "config set defines, each optionally at a seed (b@1). Default: the config set's `runs`, else a,b,c.")
+    parser.add_argument("--adaptive", default=None,
+                        help="Comma-separated runs (of --arms) that also get the evaluate_adaptive evaluation. "
+                             "Default: the config set's `adaptive`, else every run when that config exists.")
     parser.add_argument("--skip_existing", action="store_true",
                         help="Skip stages whose final outputs exist; an unfinished training stage resumes from its last checkpoint.")
     parser.add_argument("--scale_factor", type=float, default=None,
@@ -140,6 +203,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Also copy the run's small result files (results, stages.json, each stage's reports, per-sample "
                              "arrays, logs, trainer_state.json, configs and plots; never weights or checkpoints) into this "
                              "folder after every stage, so the evidence survives a change of machine (e.g. docs/results/cpu-v2).")
+    parser.add_argument("--archive_weights", action="store_true",
+                        help="With --archive_dir, also copy each finetuned classifier's model.safetensors (if under 5 MiB), "
+                             "so that the archive holds loadable classifiers (config and image processor are always copied).")
     parser.add_argument("--results_only", action="store_true",
                         help="Run no stage: write results.json/.md/.png (and the archive) from the outputs that exist.")
     parser.add_argument("--launch_limit", type=float, default=None,
@@ -155,11 +221,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="Interpreter that runs the recipes.")
     parser.add_argument("--dry_run", action="store_true", help="Print the stage commands and exit.")
     args = parser.parse_args(argv)
-    arms = [a.strip().lower() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        parser.error(f"--arms takes a comma-separated subset of a, b, c; got {args.arms!r}.")
-    args.arms = [a for a in ARMS if a in arms]
     if args.scale_factor is not None and args.scale_factor <= 0:
         parser.error("--scale_factor must be > 0.")
     if args.bootstrap_samples < 1:
@@ -174,6 +235,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.progress_every < 0:
         parser.error("--progress_every must be >= 0.")
     args.stage_configs, config_set = _stage_configs(args, parser)
+    args.arm_table = _arm_table(config_set, parser)
+    args.runs = _runs(args.arms, config_set.get("runs"), "a,b,c", args.arm_table, parser, "--arms")
+    args.arms = [run.key for run in args.runs]
+    adaptive_default = ",".join(args.arms) if "evaluate_adaptive" in args.stage_configs else ""
+    adaptive = _runs(args.adaptive, config_set.get("adaptive"), adaptive_default, args.arm_table, parser, "--adaptive")
+    if adaptive and "evaluate_adaptive" not in args.stage_configs:
+        parser.error("--adaptive needs an evaluate_adaptive config (in --config_dir or the config set).")
+    if set(adaptive) - set(args.runs):
+        parser.error(f"--adaptive names runs that are not planned: {sorted(r.key for r in set(adaptive) - set(args.runs))}.")
+    args.adaptive = [run.key for run in adaptive]
     for key in ("pretrain_args", "finetune_args", "eval_args"):  # the set's defaults first, the command line's after
         setattr(args, key, " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part))
     accelerate = args.accelerate_config or config_set.get("accelerate_config")
@@ -181,6 +252,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.accelerate_config is not None and not args.accelerate_config.is_file():
         parser.error(f"the Accelerate config {str(args.accelerate_config)!r} does not exist.")
     return args
+
+
+def _arm_table(config_set: dict, parser: argparse.ArgumentParser) -> dict[str, dict]:
+    """The built-in arms plus the config set's (`arms: {d: {name, label, pretrain, pretrain_args, finetune_args}}`)."""
+    table = {key: dict(arm, pretrain_overrides=[]) for key, arm in ARMS.items()}
+    for key, arm in (config_set.get("arms") or {}).items():
+        key = str(key).lower()
+        unknown = sorted(set(arm) - set(ARM_KEYS)) if isinstance(arm, dict) else ["(not a mapping)"]
+        if unknown or not arm.get("name") or arm.get("pretrain") not in (None, "mae", "mimir") or key in ARMS or "@" in key:
+            parser.error(f"config set arm {key!r}: a new key (not a, b, c) mapping name, label, pretrain (mae, mimir or "
+                         f"null) and optionally pretrain_args, finetune_args; unknown keys {unknown}.")
+        table[key] = {"name": arm["name"], "label": arm.get("label") or f"({key}) {arm['name']} -> {{finetune}}",
+                      "pretrain": arm.get("pretrain"), "pretrain_overrides": shlex.split(arm.get("pretrain_args") or ""),
+                      "finetune_overrides": shlex.split(arm.get("finetune_args") or "")}
+    names = [arm["name"] for arm in table.values()]
+    if len(set(names)) != len(names):
+        parser.error(f"two arms share a name: {names}.")
+    return table
+
+
+def _runs(given: str | None, from_set, default: str, arms: dict, parser: argparse.ArgumentParser, flag: str) -> list[Run]:
+    text = given if given is not None else (",".join(map(str, from_set)) if from_set else default)
+    try:
+        runs = [Run.parse(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        parser.error(f"{flag}: {error}.")
+    unknown = [run.key for run in runs if run.arm not in arms]
+    if unknown or (flag == "--arms" and not runs):
+        parser.error(f"{flag} takes comma-separated runs <arm>[@<seed>] of the arms {', '.join(arms)}; got {text!r}.")
+    if len(set(runs)) != len(runs):
+        parser.error(f"{flag} names a run twice: {text!r}.")
+    return runs
 
 
 def _stage_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[dict[str, Path], dict]:
@@ -197,7 +300,7 @@ def _stage_configs(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     missing = [name for name in STAGE_CONFIGS if not config_set.get(name)]
     if not isinstance(config_set, dict) or unknown or missing:
         parser.error(f"{path}: a config set maps {', '.join(STAGE_CONFIGS)} to config files (and may set "
-                     f"{', '.join(CONFIG_SET_KEYS[4:])}); unknown keys {unknown}, missing {missing}.")
+                     f"{', '.join(CONFIG_SET_KEYS[len(STAGE_CONFIGS):])}); unknown keys {unknown}, missing {missing}.")
     resolved = dict(config_set)
     for key in (*STAGE_CONFIGS, *OPTIONAL_STAGE_CONFIGS, "accelerate_config"):
         if resolved.get(key) and resolved[key] != "none" and not Path(resolved[key]).is_absolute():
@@ -257,13 +360,26 @@ class Evaluation:
         return f"eval-{arm}{self.suffix}"
 
 
-EVALUATIONS = (Evaluation("evaluate", ""), Evaluation("evaluate_autoattack", "-autoattack"))
+EVALUATIONS = (Evaluation("evaluate", ""), Evaluation("evaluate_autoattack", "-autoattack"),
+               Evaluation("evaluate_adaptive", "-adaptive"))
+
+
+def _evaluations_of(run: Run, args: argparse.Namespace) -> list[Evaluation]:
+    """The evaluations a run gets: every configured one, the adaptive one only for the runs named in --adaptive."""
+    configs = args.stage_configs
+    adaptive = set(getattr(args, "adaptive", []))
+    return [e for e in EVALUATIONS if e.config in configs and (e.config != "evaluate_adaptive" or run.key in adaptive)]
 
 
 def plan_stages(args: argparse.Namespace) -> list[Stage]:
-    """The stages in the order they run: pretraining (MAE, MIMIR), three finetunes, three evaluations."""
+    """The stages in priority order: each run's pretraining, finetune and evaluations together, runs as listed.
+
+    With --jobs a stage starts once the stage it needs has finished, first come first served in this
+    order, so a run listed first is finished first.
+    """
     out = Path(args.output_dir)
     configs = args.stage_configs
+    arms = args.arm_table
     missing = [str(p) for p in configs.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"error: missing config(s): {', '.join(missing)}")
@@ -273,43 +389,37 @@ def plan_stages(args: argparse.Namespace) -> list[Stage]:
     resume = ["--resume_from_checkpoint", "last"] if args.skip_existing else []
 
     stages: list[Stage] = []
-    for key in args.arms:
-        pretrain = ARMS[key]["pretrain"]
-        if pretrain is None:
-            continue
-        config = configs[f"pretrain_{pretrain}"]
-        output = out / f"pretrain-{pretrain}"
+    for run in args.runs:
+        arm, name, pretrain = arms[run.arm], run.name(arms), run.pretrain_name(arms)
+        if pretrain is not None:
+            config = configs[f"pretrain_{arm['pretrain']}"]
+            output = out / f"pretrain-{pretrain}"
+            stages.append(Stage(
+                f"pretrain-{pretrain}", "pretrain.py", config, output,
+                [*data, "--output_dir", str(output), *_train_subset(config, args), *steps, *resume,
+                 *run.seed_args(), *arm["pretrain_overrides"], *shlex.split(args.pretrain_args)],
+                accelerate_config=launch,
+            ))
+        start = "scratch" if pretrain is None else str(out / f"pretrain-{pretrain}")
+        output = out / f"finetune-{name}"
         stages.append(Stage(
-            f"pretrain-{pretrain}", "pretrain.py", config, output,
-            [*data, "--output_dir", str(output), *_train_subset(config, args), *steps, *resume, *shlex.split(args.pretrain_args)],
-            accelerate_config=launch,
-        ))
-    for key in args.arms:
-        arm = ARMS[key]
-        start = "scratch" if arm["pretrain"] is None else str(out / f"pretrain-{arm['pretrain']}")
-        output = out / f"finetune-{arm['name']}"
-        stages.append(Stage(
-            f"finetune-{arm['name']}", "finetune.py", configs["finetune"], output,
+            f"finetune-{name}", "finetune.py", configs["finetune"], output,
             [*data, "--model_name_or_path", start, "--output_dir", str(output), *_train_subset(configs["finetune"], args),
-             *steps, *resume, *arm["finetune_overrides"], *shlex.split(args.finetune_args)],
-            accelerate_config=launch, needs=None if arm["pretrain"] is None else f"pretrain-{arm['pretrain']}",
+             *steps, *resume, *run.seed_args(), *arm["finetune_overrides"], *shlex.split(args.finetune_args)],
+            accelerate_config=launch, needs=None if pretrain is None else f"pretrain-{pretrain}",
         ))
-    for key in args.arms:
-        arm = ARMS[key]
-        for evaluation in EVALUATIONS:
-            if evaluation.config not in configs:
-                continue
-            output = out / evaluation.folder(arm["name"])
+        for evaluation in _evaluations_of(run, args):
+            output = out / evaluation.folder(name)
             extra = []
             if args.max_eval_samples is not None and evaluation.config == "evaluate":
                 extra = ["--max_eval_samples", str(args.max_eval_samples)]
             if args.autoattack_version is not None:
                 extra += ["--autoattack_version", args.autoattack_version]
             stages.append(Stage(
-                evaluation.folder(arm["name"]), "evaluate.py", configs[evaluation.config], output,
-                [*data, "--model_name_or_path", str(out / f"finetune-{arm['name']}"), "--output_dir", str(output),
+                evaluation.folder(name), "evaluate.py", configs[evaluation.config], output,
+                [*data, "--model_name_or_path", str(out / f"finetune-{name}"), "--output_dir", str(output),
                  *extra, *shlex.split(args.eval_args)],
-                needs=f"finetune-{arm['name']}",
+                needs=f"finetune-{name}",
             ))
     return stages
 
@@ -323,6 +433,21 @@ def _format_seconds(seconds: float | None) -> str:
         return "—"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def source_commit() -> str | None:
+    """The commit of the code the stages run (the recipes' repository), "+dirty" when it has uncommitted
+    changes to tracked files; None outside a git checkout. Recorded per stage: a run that continues
+    across commits says which stage ran which code."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", "-C", str(RECIPES), *command], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
@@ -345,6 +470,7 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
         (out / "logs").mkdir(exist_ok=True)
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     total_start = time.perf_counter()
+    commit = source_commit()
     position = {stage.name: index for index, stage in enumerate(stages, 1)}
     pending = list(stages)
     done: set[str] = set()
@@ -373,6 +499,7 @@ def run_stages(stages: list[Stage], args: argparse.Namespace) -> dict:
             "wall_time_seconds": round(wall, 1),
             "returncode": process.returncode,
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "commit": commit,
             "skipped_at_last_invocation": False,
             **extra,
         }
@@ -464,12 +591,14 @@ def archive(args: argparse.Namespace, stage_names: list[str] | None = None) -> l
 
     out, dest = Path(args.output_dir), Path(args.archive_dir)
     sources: list[tuple[Path, Path]] = []
+    weights = getattr(args, "archive_weights", False)
     folders = stage_names if stage_names is not None else sorted(p.name for p in out.iterdir() if p.is_dir() and p.name != "logs")
     for name in folders:
         folder = out / name
         if folder.is_dir():
+            suffixes = (*ARCHIVED_SUFFIXES, ".safetensors") if weights and name.startswith("finetune-") else ARCHIVED_SUFFIXES
             sources += [(f, dest / name / f.name) for f in sorted(folder.iterdir())
-                        if f.is_file() and f.suffix in ARCHIVED_SUFFIXES and f.stat().st_size <= ARCHIVE_MAX_BYTES]
+                        if f.is_file() and f.suffix in suffixes and f.stat().st_size <= ARCHIVE_MAX_BYTES]
         log = out / "logs" / f"{name}.log"
         if log.is_file() and log.stat().st_size <= ARCHIVE_MAX_BYTES:
             sources.append((log, dest / "logs" / log.name))
@@ -571,8 +700,17 @@ def _accuracy(report: dict, name: str) -> float | None:
     return None if entry is None else entry.get("accuracy")
 
 
-def _evaluations(args: argparse.Namespace) -> list[Evaluation]:
-    return [e for e in EVALUATIONS if e.config in args.stage_configs]
+def _headline_evaluations(args: argparse.Namespace) -> list[Evaluation]:
+    """The evaluations the headline table reads (the adaptive one is reported beside it)."""
+    return [e for e in EVALUATIONS if e.config in args.stage_configs and e.config != "evaluate_adaptive"]
+
+
+def _seed_groups(args: argparse.Namespace) -> dict[int | None, list[Run]]:
+    """Runs by seed, in the order given: paired statistics compare models trained with the same seeds."""
+    groups: dict[int | None, list[Run]] = {}
+    for run in args.runs:
+        groups.setdefault(run.seed, []).append(run)
+    return groups
 
 
 def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> dict:
@@ -581,18 +719,26 @@ def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> 
     With a second evaluation (evaluate_autoattack), each headline attack is read from the first
     evaluation that ran it (clean and PGD-20 on all images, AutoAttack on the subset), the worst case
     from the evaluation that ran most of them, and each evaluation gets its own paired statistics.
+    Paired statistics compare the runs of one seed with each other; an adaptive evaluation's
+    accuracies are reported under `adaptive`.
     """
     out = Path(args.output_dir)
     stage_log = stage_log if stage_log is not None else _load_json(out / "stages.json")
-    evaluations = _evaluations(args)
+    evaluations = _headline_evaluations(args)
+    finetune = finetune_method_label(args.stage_configs["finetune"])
     arms = []
-    for key in args.arms:
-        arm = ARMS[key]
-        folders = [e.folder(arm["name"]) for e in evaluations]
+    for run in args.runs:
+        name, pretrain = run.name(args.arm_table), run.pretrain_name(args.arm_table)
+        folders = [e.folder(name) for e in evaluations]
+        adaptive = [e.folder(name) for e in _evaluations_of(run, args) if e.config == "evaluate_adaptive"]
         report_path = out / folders[0] / "robustness.json"
-        stage_names = ([f"pretrain-{arm['pretrain']}"] if arm["pretrain"] else []) + [f"finetune-{arm['name']}", *folders]
-        wall = {name: stage_log.get(name, {}).get("wall_time_seconds") for name in stage_names}
-        row: dict = {"arm": key, "name": arm["name"], "label": arm["label"], "report": str(report_path), "wall_time_seconds": wall}
+        stage_names = ([f"pretrain-{pretrain}"] if pretrain else []) + [f"finetune-{name}", *folders, *adaptive]
+        wall = {stage: stage_log.get(stage, {}).get("wall_time_seconds") for stage in stage_names}
+        row: dict = {"arm": run.arm, "seed": run.seed, "run": run.key, "name": name,
+                     "label": run.label(args.arm_table, finetune), "report": str(report_path), "wall_time_seconds": wall}
+        commits = sorted({stage_log[stage]["commit"] for stage in stage_names if stage_log.get(stage, {}).get("commit")})
+        if commits:
+            row["commits"] = commits
         reports = {folder: _load_json(out / folder / "robustness.json") for folder in folders if (out / folder / "robustness.json").is_file()}
         if len(reports) < len(folders):
             row["missing"] = True
@@ -601,10 +747,10 @@ def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> 
         if len(folders) > 1:
             row["reports"] = [str(out / folder / "robustness.json") for folder in folders]
         accuracy, samples = {}, {}
-        for name in HEADLINE_ATTACKS:
-            source = next((r for r in reports.values() if _accuracy(r, name) is not None), None)
-            accuracy[name] = None if source is None else _accuracy(source, name)
-            samples[name] = None if source is None else source.get("num_samples")
+        for attack in HEADLINE_ATTACKS:
+            source = next((r for r in reports.values() if _accuracy(r, attack) is not None), None)
+            accuracy[attack] = None if source is None else _accuracy(source, attack)
+            samples[attack] = None if source is None else source.get("num_samples")
         widest = max(reports.values(), key=lambda r: len((r.get("worst_case") or {}).get("attacks") or []))
         autoattack = next((r["attacks"]["autoattack"] for r in reports.values() if "autoattack" in r.get("attacks", {})), {})
         all_checks = [c for r in reports.values() for c in r.get("checks", [])]
@@ -620,24 +766,35 @@ def collect_results(args: argparse.Namespace, stage_log: dict | None = None) -> 
         })
         if len(folders) > 1:
             row["accuracy_num_samples"] = samples
+        for folder in adaptive:
+            report = _load_json(out / folder / "robustness.json")
+            if report:
+                row["adaptive"] = {"report": str(out / folder / "robustness.json"), "num_samples": report.get("num_samples"),
+                                   "accuracy": {a: e.get("accuracy") for a, e in report.get("attacks", {}).items()},
+                                   "checks_passed": report.get("checks_passed")}
         arms.append(row)
-    unfinished = {name: f"stopped at the {entry['stopped']}" if "stopped" in entry else f"not started ({entry['not_started']})"
-                  for name, entry in stage_log.items() if "stopped" in entry or "not_started" in entry}
+    unfinished = {stage: f"stopped at the {entry['stopped']}" if "stopped" in entry else f"not started ({entry['not_started']})"
+                  for stage, entry in stage_log.items() if "stopped" in entry or "not_started" in entry}
+    groups = _seed_groups(args)
     results = {
         "output_dir": str(out),
+        "finetune_method": finetune,
+        "commits": sorted({c for row in arms for c in row.get("commits", [])}),
         "arms": arms,
         **({"unfinished_stages": unfinished} if unfinished else {}),
-        "paired": paired_statistics(args, arms, evaluations[0]),
-        "source": "robustness.json of each evaluation; wall times measured by this driver; paired statistics by "
-        "mimir_hf.evaluation.compare_evaluations from each evaluation's per_sample.npz",
+        "source": "robustness.json of each evaluation; wall times and commits recorded by this driver; paired statistics "
+        "by mimir_hf.evaluation.compare_evaluations from each evaluation's per_sample.npz, between runs of one seed",
     }
-    for evaluation in evaluations[1:]:
-        results[f"paired{evaluation.suffix.replace('-', '_')}"] = paired_statistics(args, arms, evaluation)
+    for evaluation in evaluations:
+        for seed, runs in groups.items():
+            key = "paired" + evaluation.suffix.replace("-", "_") + ("" if seed is None else f"_seed{seed}")
+            keys = {run.key for run in runs}
+            results[key] = paired_statistics(args, [row for row in arms if row["run"] in keys], evaluation)
     return results
 
 
 def paired_statistics(args: argparse.Namespace, arms: list[dict], evaluation: Evaluation = EVALUATIONS[0]) -> dict:
-    """The library's paired comparison of the evaluated arms on the headline attacks that `evaluation` ran.
+    """The library's paired comparison of the evaluated runs on the headline attacks that `evaluation` ran.
 
     A run that took hours must still get its table, so a comparison that cannot be made (one arm,
     per-sample files missing, arms evaluated on different images) is recorded with its reason instead
@@ -673,7 +830,8 @@ def format_markdown(results: dict) -> str:
         "# Replication results",
         "",
         "Accuracies in % on the evaluated test images, L∞ ε = 8/255, from each arm's robustness.json. "
-        "Worst case: correct under every headline attack of that report. Wall times as measured by recipes/replicate_cifar10.py.",
+        "Worst case: correct under every headline attack of that report. Wall times as measured by recipes/replicate_cifar10.py."
+        + (f" Finetuning: {results['finetune_method']}." if results.get("finetune_method") else ""),
         "",
         "| arm | clean | PGD-20 | AutoAttack | worst case | images | pretrain time | finetune time | eval time | checks |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -714,15 +872,14 @@ def format_markdown(results: dict) -> str:
         lines += ["", *notes]
     for key in [k for k in results if k.startswith("paired")]:
         paired = results[key] or {}
-        title = "Paired statistics (same test images)"
-        if key != "paired":
-            title = f"Paired statistics of the second evaluation ({key.removeprefix('paired_')}, same test images)"
+        which = key.removeprefix("paired").strip("_").replace("_", ", ")
+        title = "Paired statistics (same test images" + (f"; {which})" if which else ")")
         if "metrics" in paired:
             from mimir_hf.evaluation import format_comparison_markdown
 
             lines += ["", format_comparison_markdown(paired, title=title, level=2).rstrip()]
         elif paired.get("skipped"):
-            lines += ["", f"No paired statistics{'' if key == 'paired' else ' (' + key + ')'}: {paired['skipped']}"]
+            lines += ["", f"No paired statistics{' (' + which + ')' if which else ''}: {paired['skipped']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -748,16 +905,15 @@ def plot_results(results: dict, path: Path) -> Path | None:
     rows = {row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")} for row in evaluated}
     # Each bar's interval comes from the evaluation its accuracy was read from, as in collect_results: an
     # attack from the first evaluation that ran it, the worst case from the last (the one with most attacks).
-    metrics: dict = {}
+    labels = {row["name"]: row["label"] for row in evaluated}
+    intervals: dict[str, dict] = {label: {} for label in rows}
     for key in (k for k in results if k.startswith("paired")):
         for metric in (results[key] or {}).get("metrics", []):
-            if metric["name"] == "worst case" or metric["name"] not in metrics:
-                metrics[metric["name"]] = metric
-    intervals = {
-        row["label"]: {name: tuple(metrics[name]["accuracy"][row["name"]]["interval"])
-                       for name in rows[row["label"]] if name in metrics}
-        for row in evaluated
-    }
+            for run_name, entry in metric["accuracy"].items():
+                bars = intervals.get(labels.get(run_name), None)
+                if bars is not None and (metric["name"] == "worst case" or metric["name"] not in bars):
+                    bars[metric["name"]] = tuple(entry["interval"])
+    metrics = {name for bars in intervals.values() for name in bars}
     sizes = {row.get("num_samples") for row in evaluated}
     subsets = {row["worst_case"].get("num_samples") for row in evaluated if "accuracy_num_samples" in row} - sizes
     title = "CIFAR-10, L∞ ε = 8/255" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")

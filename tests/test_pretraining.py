@@ -53,7 +53,7 @@ def test_learning_rate_follows_the_mae_scaling_rule(tmp_path):
     assert (args.adam_beta2, args.weight_decay, args.lr_scheduler_type.value) == (0.95, 0.05, "cosine")
 
 
-@pytest.mark.parametrize(("field", "value"), [("attack_target", "noise"), ("mi_estimator", "mine"), ("attack_epsilon", 8.0), ("mi_weight", -1.0)])
+@pytest.mark.parametrize(("field", "value"), [("attack_target", "noise"), ("training_target", "noise"), ("mi_estimator", "mine"), ("attack_epsilon", 8.0), ("mi_weight", -1.0)])
 def test_bad_method_arguments_raise(tmp_path, field, value):
     with pytest.raises(ValueError, match=field):
         make_args(tmp_path, **{field: value})
@@ -70,6 +70,36 @@ def test_trainer_records_method_settings_and_logs_loss_parts(tmp_path):
     for entry in logs:
         assert entry["loss"] == pytest.approx(entry["reconstruction_loss"] + entry["mi_loss"], rel=1e-4)
         assert entry["mi_loss"] > 0 and entry["mi_dropped_batches"] == 0 and "attack_gain" in entry
+
+
+@pytest.mark.parametrize("training_target", ["clean", "adversarial"])
+def test_training_target_chooses_what_the_step_reconstructs(tmp_path, monkeypatch, training_target):
+    """The loss the trainer minimises is the reconstruction of x (MIMIR) or of x′ (the ablation)."""
+    from mimir_hf.pretraining import trainer as trainer_module
+
+    model = tiny_model(mi_weight=0.0)
+    args = make_args(tmp_path, mi_weight=0.0, training_target=training_target)
+    trainer = MimirTrainer(model=model, args=args, train_dataset=RandomImages(8))
+    assert model.config.training_target == training_target
+    pixels = torch.stack([RandomImages(8)[i]["pixel_values"] for i in range(8)])
+    adversarial = (pixels + 0.03).clamp(0, 1)  # a fixed x′ far enough from x that the two losses differ
+    monkeypatch.setattr(trainer_module, "craft_adversarial_pixels", lambda *a, **k: adversarial)
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        loss = trainer.compute_loss(model, {"pixel_values": pixels})
+    # ViT-MAE draws its mask noise from the global generator: the same seed gives the same mask
+    with torch.no_grad():
+        torch.manual_seed(1)
+        mask_noise = torch.rand(8, model.vit.embeddings.patch_embeddings.num_patches)
+        again = model(pixel_values=pixels, adversarial_pixel_values=adversarial, noise=mask_noise,
+                      reconstruction_target=None if training_target == "clean" else adversarial).reconstruction_loss
+    torch.testing.assert_close(loss, again)
+    other = "adversarial" if training_target == "clean" else "clean"
+    with torch.no_grad():
+        wrong = model(pixel_values=pixels, adversarial_pixel_values=adversarial, noise=mask_noise,
+                      reconstruction_target=None if other == "clean" else adversarial).reconstruction_loss
+    assert (loss - wrong).abs() > 1e-5
 
 
 def test_dropped_mi_batches_are_counted_in_the_logs(tmp_path, monkeypatch):

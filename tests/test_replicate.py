@@ -74,13 +74,14 @@ def test_plan_orders_stages_and_applies_overrides(tmp_path):
     args = driver.parse_args(["--output_dir", str(tmp_path), "--data_dir", "/data/c10", "--scale_factor", "0.5",
                               "--arms", "c,a", "--autoattack_version", "standard"])
     stages = driver.plan_stages(args)
-    assert [s.name for s in stages] == ["pretrain-mimir", "finetune-scratch", "finetune-mimir", "eval-scratch", "eval-mimir"]
+    # runs in the order given, each run's stages together
+    assert [s.name for s in stages] == ["pretrain-mimir", "finetune-mimir", "eval-mimir", "finetune-scratch", "eval-scratch"]
     base = yaml.safe_load((CONFIG_DIR / "finetune.yaml").read_text())["max_train_samples"]
-    finetune_mimir = stages[2].command("python")
+    finetune_mimir = stages[1].command("python")
     assert finetune_mimir[finetune_mimir.index("--model_name_or_path") + 1] == str(tmp_path / "pretrain-mimir")
     assert finetune_mimir[finetune_mimir.index("--max_train_samples") + 1] == str(int(base * 0.5))
     assert "--resume_from_checkpoint" not in finetune_mimir
-    evaluation = stages[3].command("python")
+    evaluation = stages[4].command("python")
     assert evaluation[evaluation.index("--autoattack_version") + 1] == "standard"
     assert evaluation[evaluation.index("--dataset") + 1] == "/data/c10"
     with pytest.raises(SystemExit):
@@ -103,7 +104,7 @@ def test_results_come_only_from_the_reports(tmp_path):
     scratch, mimir = results["arms"]
     assert scratch["missing"] and mimir["accuracy"] == {"clean": 0.75, "pgd-20": 0.5, "autoattack": 0.25}
     markdown = (tmp_path / "results.md").read_text()
-    assert "| (c) MIMIR -> PGD-AT | 75.0 | 50.0 | 25.0 | 25.0 | 4 | 1m05s | 5s | — | passed |" in markdown
+    assert "| (c) MIMIR -> PGD-3-AT | 75.0 | 50.0 | 25.0 | 25.0 | 4 | 1m05s | 5s | — | passed |" in markdown
     assert "not evaluated" in markdown and "apgd-ce, apgd-t" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["arms"][1]["worst_case"]["accuracy"] == 0.25
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
@@ -162,11 +163,12 @@ def test_the_paper_config_set_launches_training_through_accelerate(tmp_path):
             assert command[1].endswith("evaluate.py") and Path(command[3]).name == "evaluate_cifar10.yaml"
         else:
             assert command[1:6] == ["-m", "accelerate.commands.launch", "-q", "--config_file", str(ROOT / "recipes/accelerate_configs/multi_gpu.yaml")]
-    finetune = stages[3].command("python")
+    finetune = stages[0].command("python")
     # the set's defaults first, the command line's after (the later flag wins)
     assert finetune[-2:] == ["--num_train_epochs", "1"] and "--data_seed" in finetune
-    assert [Path(s.config).name for s in stages[:3]] == [
-        "pretrain_cifar10_vit_t_mae.yaml", "pretrain_cifar10_vit_t.yaml", "finetune_cifar10_vit_t.yaml"]
+    assert [Path(s.config).name for s in stages if s.kind != "eval"] == [
+        "finetune_cifar10_vit_t.yaml", "pretrain_cifar10_vit_t_mae.yaml", "finetune_cifar10_vit_t.yaml",
+        "pretrain_cifar10_vit_t.yaml", "finetune_cifar10_vit_t.yaml"]
     # the shared finetune config keeps the pretrained arms' layer decay; only scratch trains without it
     layer_decay = {s.name: s.overrides[s.overrides.index("--layer_decay") + 1] for s in stages if "--layer_decay" in s.overrides}
     assert layer_decay == {"finetune-scratch": "1.0"}
@@ -258,7 +260,7 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     assert printed.count("skipped") == 8
     again = json.loads((out / "stages.json").read_text())
     assert all(again[name]["wall_time_seconds"] == first_times[name]["wall_time_seconds"] for name in first_times)
-    assert "| (c) MIMIR -> PGD-AT |" in (out / "results.md").read_text()
+    assert "| (c) MIMIR -> PGD-3-AT |" in (out / "results.md").read_text()  # the finetune config's 3-step PGD
     paired = json.loads((out / "results.json").read_text())["paired"]
     assert [m["name"] for m in paired["models"]] == ["scratch", "mae", "mimir"] and paired["num_samples"] == 16
     assert len(next(m for m in paired["metrics"] if m["name"] == "autoattack")["pairs"]) == 3
@@ -340,7 +342,7 @@ def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_pat
     monkeypatch.setenv("FAKE_FAIL", "pretrain-mae")
     out = tmp_path / "out"
     args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
-                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR)])
+                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--arms", "b,c,a"])
     with pytest.raises(SystemExit, match="pretrain-mae .exit status 7. failed"):
         driver.run_stages(driver.plan_stages(args), args)
     events = _trace(tmp_path / "trace")
@@ -352,7 +354,7 @@ def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_pat
     # the rerun keeps the finished stage and runs the rest
     monkeypatch.delenv("FAKE_FAIL")
     args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
-                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--skip_existing"])
+                              str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--arms", "b,c,a", "--skip_existing"])
     driver.run_stages(driver.plan_stages(args), args)
     assert _trace(tmp_path / "trace")["pretrain-mimir"]["start"] == events["pretrain-mimir"]["start"]
 
@@ -375,8 +377,8 @@ def test_the_v2_configs_differ_only_where_the_comparison_needs_it():
     assert subset["autoattack_attacks"] == ["apgd-ce", "apgd-t"]
     args = driver.parse_args(["--data_dir", "x", "--config_dir", str(V2_DIR), "--output_dir", "o"])
     names = [s.name for s in driver.plan_stages(args)]
-    assert names[-6:] == ["eval-scratch", "eval-scratch-autoattack", "eval-mae", "eval-mae-autoattack",
-                          "eval-mimir", "eval-mimir-autoattack"]
+    assert [n for n in names if n.startswith("eval-")] == [
+        "eval-scratch", "eval-scratch-autoattack", "eval-mae", "eval-mae-autoattack", "eval-mimir", "eval-mimir-autoattack"]
 
 
 def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(tmp_path):
@@ -405,7 +407,7 @@ def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(t
     assert "(clean + autoattack) / 2" in [m["name"] for m in results["paired_autoattack"]["metrics"]]
     markdown = (tmp_path / "results.md").read_text()
     assert "| 40 (20 for AutoAttack and worst case) |" in markdown and "| 1m30s | passed |" in markdown
-    assert "## Paired statistics of the second evaluation (autoattack, same test images)" in markdown
+    assert "## Paired statistics (same test images; autoattack)" in markdown
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
     # an arm is complete only with both evaluations
     (tmp_path / "eval-scratch-autoattack" / "robustness.json").unlink()
@@ -443,3 +445,62 @@ def test_the_archive_keeps_small_result_files_without_machine_paths(tmp_path):
     assert "<output_dir>/finetune-mimir" in (archive / "stages.json").read_text()
     with np.load(archive / "eval-mimir" / "per_sample.npz") as copy, np.load(out / "eval-mimir" / "per_sample.npz") as original:
         assert all(np.array_equal(copy[k], original[k]) for k in original.files)
+
+
+V3_SET = ROOT / "recipes" / "configs" / "replicate_cpu_v3.yaml"
+
+
+def test_runs_name_arms_at_seeds_and_the_config_set_defines_ablation_arms(tmp_path):
+    args = driver.parse_args(["--config_set", str(V3_SET), "--data_dir", "/d", "--output_dir", str(tmp_path)])
+    stages = {s.name: s for s in driver.plan_stages(args)}
+    assert list(stages)[:4] == ["pretrain-nomi", "finetune-nomi", "eval-nomi", "eval-nomi-autoattack"]
+    nomi, advtarget = stages["pretrain-nomi"].overrides, stages["pretrain-advtarget"].overrides
+    assert nomi[-2:] == ["--mi_weight", "0"] and "--seed" not in nomi
+    assert advtarget[-4:] == ["--mi_weight", "0", "--training_target", "adversarial"]
+    assert stages["pretrain-advtarget"].config == stages["pretrain-nomi"].config  # the MIMIR config, overridden
+    for name in ("pretrain-mae-seed1", "finetune-mae-seed1", "finetune-scratch-seed1"):
+        command = stages[name].overrides
+        assert command[command.index("--seed") + 1] == "1" and command[command.index("--data_seed") + 1] == "1"
+    assert stages["finetune-mimir-seed1"].needs == "pretrain-mimir-seed1"
+    # the adaptive evaluation only for the runs the set names
+    assert {n for n in stages if n.endswith("-adaptive")} == {"eval-mae-seed1-adaptive", "eval-mimir-seed1-adaptive"}
+    assert "pretrain-mae" not in stages and "finetune-scratch" not in stages
+    only = driver.parse_args(["--config_set", str(V3_SET), "--arms", "c@1,d", "--adaptive", "c@1", "--output_dir", "o"])
+    assert [s.name for s in driver.plan_stages(only)][0] == "pretrain-mimir-seed1"
+    for bad in (["--arms", "x"], ["--arms", "b@one"], ["--arms", "b,b"], ["--arms", "b", "--adaptive", "c@1"]):
+        with pytest.raises(SystemExit):
+            driver.parse_args(["--config_set", str(V3_SET), *bad])
+
+
+def test_results_pair_runs_of_one_seed_and_label_the_finetune_from_its_config(tmp_path):
+    from evaluation_folders import labels_for, write_evaluation
+
+    rng = np.random.default_rng(1)
+    for name in ("nomi", "mae-seed1", "mimir-seed1"):
+        clean = rng.random(30) < 0.6
+        write_evaluation(tmp_path / f"eval-{name}", {"clean": clean, "pgd-20": clean & (rng.random(30) < 0.5)}, labels_for(30))
+    args = driver.parse_args(["--config_set", str(V3_SET), "--arms", "d,b@1,c@1", "--adaptive", "", "--output_dir", str(tmp_path),
+                              "--bootstrap_samples", "50"])
+    args.stage_configs.pop("evaluate_autoattack")
+    results = driver.collect_results(args, {"finetune-nomi": {"commit": "abc", "wall_time_seconds": 1.0}})
+    assert results["finetune_method"] == "FGSM-RS" and results["commits"] == ["abc"]
+    labels = [row["label"] for row in results["arms"]]
+    assert labels == ["(d) adversarial MAE, clean target, no MI -> FGSM-RS", "(b) MAE -> FGSM-RS, seed 1",
+                      "(c) MIMIR -> FGSM-RS, seed 1"]
+    assert results["paired"] == {"skipped": "fewer than two arms were evaluated"}  # seed 0 holds one run
+    assert [m["name"] for m in results["paired_seed1"]["models"]] == ["mae-seed1", "mimir-seed1"]
+    assert "## Paired statistics (same test images; seed1)" in driver.format_markdown(results)
+
+
+def test_the_archive_can_keep_the_finetuned_classifiers(tmp_path):
+    out, archive = tmp_path / "run", tmp_path / "archive"
+    for name in ("finetune-mae", "pretrain-mae"):
+        (out / name).mkdir(parents=True)
+        (out / name / "model.safetensors").write_bytes(b"weights")
+        (out / name / "config.json").write_text("{}")
+    args = driver.parse_args(["--output_dir", str(out), "--archive_dir", str(archive), "--archive_weights"])
+    copied = {p.relative_to(archive).as_posix() for p in driver.archive(args)}
+    assert {"finetune-mae/model.safetensors", "finetune-mae/config.json", "pretrain-mae/config.json"} <= copied
+    assert "pretrain-mae/model.safetensors" not in copied
+    without = driver.parse_args(["--output_dir", str(out), "--archive_dir", str(tmp_path / "a2")])
+    assert not any(p.suffix == ".safetensors" for p in driver.archive(without))

@@ -12,9 +12,17 @@ from transformers import ViTMAEConfig
 
 from ..validation import check_budget
 
-__all__ = ["MimirConfig", "ATTACK_TARGETS", "MI_COMPUTE_DTYPES", "MI_ESTIMATORS", "check_method_settings"]
+__all__ = [
+    "MimirConfig",
+    "ATTACK_TARGETS",
+    "MI_COMPUTE_DTYPES",
+    "MI_ESTIMATORS",
+    "TRAINING_TARGETS",
+    "check_method_settings",
+]
 
 ATTACK_TARGETS = ("adversarial", "clean")
+TRAINING_TARGETS = ("clean", "adversarial")
 MI_ESTIMATORS = ("hsic_cca", "hsic", "renyi")
 MI_COMPUTE_DTYPES = ("auto", "float64", "float32")
 
@@ -27,6 +35,8 @@ def check_method_settings(settings: object) -> None:
     """
     if settings.attack_target not in ATTACK_TARGETS:
         raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {settings.attack_target!r}.")
+    if settings.training_target not in TRAINING_TARGETS:
+        raise ValueError(f"training_target must be one of {TRAINING_TARGETS}, got {settings.training_target!r}.")
     if settings.mi_estimator not in MI_ESTIMATORS:
         raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {settings.mi_estimator!r}.")
     if settings.mi_compute_dtype not in MI_COMPUTE_DTYPES:
@@ -85,6 +95,10 @@ class MimirConfig(ViTMAEConfig):
     attack_shares_mask (`bool`, defaults to `False`):
         Whether the attack uses the training forward's random mask (`True`) or draws its own,
         as the reference code does.
+    training_target (`str`, defaults to `"clean"`):
+        What the training step reconstructs from the adversarial input: `"clean"` (x, MIMIR) or
+        `"adversarial"` (x′ itself: an MAE trained on adversarial images, the ablation that
+        separates the clean target's contribution from the adversarial input's).
     """
 
     model_type = "vit_mae"
@@ -103,6 +117,7 @@ class MimirConfig(ViTMAEConfig):
     attack_steps: int = 1
     attack_target: str = "adversarial"
     attack_shares_mask: bool = False
+    training_target: str = "clean"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

@@ -10,7 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
-from ..modeling.configuration_mimir import ATTACK_TARGETS, MI_COMPUTE_DTYPES, MI_ESTIMATORS, check_method_settings
+from ..modeling.configuration_mimir import (
+    ATTACK_TARGETS,
+    MI_COMPUTE_DTYPES,
+    MI_ESTIMATORS,
+    TRAINING_TARGETS,
+    check_method_settings,
+)
 
 __all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
 
@@ -21,6 +27,7 @@ METHOD_FIELDS = (
     "attack_steps",
     "attack_target",
     "attack_shares_mask",
+    "training_target",
     "mi_weight",
     "mi_estimator",
     "mi_sigma",
@@ -48,6 +55,10 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             and the published numbers) or `"clean"` (x, the paper's framing).
         attack_shares_mask (`bool`, defaults to `False`):
             Reuse the training forward's random mask in the attack instead of drawing a new one.
+        training_target (`str`, defaults to `"clean"`):
+            What the training step reconstructs: `"clean"` (x, MIMIR's clean target) or `"adversarial"`
+            (x′, an MAE on adversarial images; with `mi_weight=0` the ablation that isolates the clean
+            target's contribution).
         mi_weight (`float`, defaults to 1e-5):
             λ of the mutual-information penalty; 0 removes it.
         mi_estimator (`str`, defaults to `"hsic_cca"`):
@@ -79,6 +90,11 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
         metadata={"help": "Attack reconstructs 'adversarial' (x′, reference code) or 'clean' (x).", "choices": list(ATTACK_TARGETS)},
     )
     attack_shares_mask: bool = field(default=False, metadata={"help": "Attack reuses the training forward's mask."})
+    training_target: str = field(
+        default="clean",
+        metadata={"help": "Training reconstructs the 'clean' image (MIMIR) or the 'adversarial' one (ablation).",
+                  "choices": list(TRAINING_TARGETS)},
+    )
     mi_weight: float = field(default=1e-5, metadata={"help": "λ, weight of the MI penalty (0 disables it)."})
     mi_estimator: str = field(
         default="hsic_cca", metadata={"help": "MI estimator.", "choices": list(MI_ESTIMATORS)}

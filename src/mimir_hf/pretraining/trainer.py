@@ -109,7 +109,14 @@ class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
             freeze_parameters=self.accelerator.distributed_type != DistributedType.FSDP,
             check_inputs=False,
         )
-        outputs = model(pixel_values=pixel_values, adversarial_pixel_values=adversarial, noise=noise, check_inputs=False)
+        target = adversarial if args.training_target == "adversarial" else None
+        outputs = model(
+            pixel_values=pixel_values,
+            adversarial_pixel_values=adversarial,
+            noise=noise,
+            reconstruction_target=target,
+            check_inputs=False,
+        )
 
         mode = "train" if model.training else "eval"
         self._record(mode, "reconstruction_loss", outputs.reconstruction_loss)
