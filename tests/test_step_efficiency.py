@@ -21,6 +21,7 @@ from mimir_hf.evaluation.wrapper import LogitsModel
 from mimir_hf.finetuning import AdversarialTrainer, AdversarialTrainingArguments, mae_to_classifier, random_mae_encoder
 from mimir_hf.modeling import MimirForPreTraining
 from mimir_hf.pretraining import MimirTrainingArguments
+from mimir_hf.training.runs import recipe_config_dict
 from sync_counter import count_host_syncs
 from tiny_runs import (
     TINY_VIT,
@@ -178,6 +179,20 @@ def test_fp16_is_refused_with_a_pointer_to_bf16(tmp_path):
     model = mae_to_classifier(random_mae_encoder(ViTMAEConfig(**TINY_VIT)), num_labels=3)
     with pytest.raises(ValueError, match="bf16=True"):
         AdversarialTrainer(model=model, args=args)
+
+
+def test_fp16_from_accelerate_launch_is_refused_and_bf16_recorded(tmp_path, monkeypatch):
+    # `accelerate launch --mixed_precision fp16` sets the precision through the environment, not the flag
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="accelerate launch --mixed_precision fp16"):
+        MimirTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    args = AdversarialTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    model = mae_to_classifier(random_mae_encoder(ViTMAEConfig(**TINY_VIT)), num_labels=3)
+    with pytest.raises(ValueError, match="accelerate launch --mixed_precision fp16"):
+        AdversarialTrainer(model=model, args=args)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    record = recipe_config_dict(MimirTrainingArguments(output_dir=str(tmp_path), use_cpu=True))
+    assert record["bf16"] is True and record["fp16"] is False  # the record says the precision that ran
 
 
 def test_saved_config_records_the_per_device_batch_of_the_mi_penalty(tmp_path):

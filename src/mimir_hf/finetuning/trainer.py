@@ -38,7 +38,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
-from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_trainer_push
+from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_fp16_attacks, refuse_trainer_push
 from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
@@ -73,12 +73,8 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
                 f"AdversarialTrainer needs AdversarialTrainingArguments, got {type(args).__name__}; the attack and "
                 "layer-decay settings live there."
             )
-        if args.fp16 and (args.adversarial_method != "none" or args.eval_attack_steps > 0):
-            raise ValueError(
-                "fp16 is not supported for adversarial training: the attack's input gradient is not loss-scaled, so "
-                "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on Ampere "
-                "and newer GPUs, no scaling needed) or full precision."
-            )
+        if args.adversarial_method != "none" or args.eval_attack_steps > 0:
+            refuse_fp16_attacks(args, "adversarial training")
         refuse_trainer_push(args)
         super().__init__(model=model, args=args, **kwargs)
         config = getattr(self.model, "config", None)

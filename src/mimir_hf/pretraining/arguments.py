@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
+from ..training.runs import refuse_fp16_attacks
 from ..modeling.configuration_mimir import (
     ATTACK_TARGETS,
     MI_COMPUTE_DTYPES,
@@ -129,12 +130,8 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_method_settings(self)
-        if self.fp16 and self.attack_steps > 0:
-            raise ValueError(
-                "fp16 is not supported for MIMIR pretraining: the attack's input gradient is not loss-scaled, so "
-                "in float16 it underflows to 0 and PGD takes sign(0) = 0 steps. Use bf16=True (same speed on "
-                "Ampere and newer GPUs, no scaling needed) or full precision."
-            )
+        if self.attack_steps > 0:
+            refuse_fp16_attacks(self, "MIMIR pretraining")
 
     def method_config(self) -> dict[str, object]:
         """The MIMIR fields, as they are written into the model's `MimirConfig`.

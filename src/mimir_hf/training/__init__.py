@@ -4,7 +4,7 @@ from .batches import CheckedCollator, check_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
-from .runs import finish_distributed, refuse_trainer_push, resolve_resume
+from .runs import finish_distributed, last_complete_checkpoint, refuse_fp16_attacks, refuse_trainer_push, resolve_resume
 
 __all__ = [
     "CheckedCollator",
@@ -16,7 +16,9 @@ __all__ = [
     "WeightEMACallback",
     "check_labels",
     "finish_distributed",
+    "last_complete_checkpoint",
     "load_checkpoint_weights",
+    "refuse_fp16_attacks",
     "refuse_trainer_push",
     "resolve_resume",
     "scaled_learning_rate",
