@@ -7,8 +7,10 @@
 Every option of ModelArguments, DataArguments and AdversarialTrainingArguments is accepted
 (`--help` lists them); a config key that none of them knows is an error. The output directory
 is a stock transformers checkpoint: `pipeline("image-classification", model=output_dir)` works as is.
-A user error (bad path, missing checkpoint) prints one line and exits with status 2; `--debug` or
-MIMIR_DEBUG=1 shows the traceback.
+An output_dir holding checkpoints of an unfinished run continues from the last one; one holding a
+finished run is refused unless --overwrite_output_dir. Ctrl-C stops with one line naming the last
+checkpoint. A user error (bad path, missing checkpoint) prints one line and exits with status 2;
+`--debug` or MIMIR_DEBUG=1 shows the traceback.
 """
 
 import sys
@@ -18,20 +20,34 @@ from mimir_hf.cli import parse_recipe_args, run_recipe
 from mimir_hf.data import DataArguments
 from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
 from mimir_hf.training import finish_distributed
+from mimir_hf.training.checkpoints import check_weights_readable
+from mimir_hf.training.output_dir import OutputDirArguments, announce_run, prepare_output_dir, stop_on_interrupt
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "finetune_quickstart.yaml"
+QUICKSTART_OUTPUT = "outputs/quickstart-finetune"
+EVALUATE = "python recipes/evaluate.py"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_recipe_args(
-        (ModelArguments, DataArguments, AdversarialTrainingArguments), argv=argv, default_config=QUICKSTART
+    model_args, data_args, training_args, output_args = parse_recipe_args(
+        (ModelArguments, DataArguments, AdversarialTrainingArguments, OutputDirArguments),
+        argv=argv,
+        default_config=QUICKSTART,
+        description=__doc__,
     )
     from mimir_hf.finetuning.run import run_finetuning
 
-    try:
-        return run_finetuning(model_args, data_args, training_args)
-    finally:
-        finish_distributed()
+    check_weights_readable(model_args.model_name_or_path)
+    prepare_output_dir(training_args, output_args.overwrite_output_dir)
+    announce_run(training_args)
+    with stop_on_interrupt(training_args.output_dir):
+        metrics = run_finetuning(model_args, data_args, training_args)
+    finish_distributed()
+    output_dir = training_args.output_dir
+    if training_args.should_log:
+        next_step = EVALUATE if output_dir == QUICKSTART_OUTPUT else f"{EVALUATE} --config <an evaluate config> --model_name_or_path {output_dir}"
+        print(f"Classifier written to {output_dir}. Next, measure its robustness: {next_step}", flush=True)
+    return metrics
 
 
 if __name__ == "__main__":

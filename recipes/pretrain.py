@@ -5,8 +5,11 @@
     accelerate launch recipes/pretrain.py --config ... --learning_rate 1e-4  # command line overrides
 
 Every option of MimirTrainingArguments, DataArguments and PretrainModelArguments is accepted
-(`--help` lists them); a config key that none of them knows is an error. A user error (bad path,
-bad value) prints one line and exits with status 2; `--debug` or MIMIR_DEBUG=1 shows the traceback.
+(`--help` lists them); a config key that none of them knows is an error. An output_dir holding
+checkpoints of an unfinished run continues from the last one; one holding a finished run is refused
+unless --overwrite_output_dir. Ctrl-C stops with one line naming the last checkpoint. A user error
+(bad path, bad value) prints one line and exits with status 2; `--debug` or MIMIR_DEBUG=1 shows the
+traceback.
 """
 
 import sys
@@ -17,18 +20,32 @@ from mimir_hf.data import DataArguments
 from mimir_hf.pretraining import MimirTrainingArguments
 from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
 from mimir_hf.training import finish_distributed
+from mimir_hf.training.checkpoints import check_weights_readable
+from mimir_hf.training.output_dir import OutputDirArguments, announce_run, prepare_output_dir, stop_on_interrupt
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "pretrain_quickstart.yaml"
+QUICKSTART_OUTPUT = "outputs/quickstart-pretrain"
+FINETUNE = "accelerate launch -q --config_file recipes/accelerate_configs/single_process.yaml recipes/finetune.py"
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_recipe_args(
-        (PretrainModelArguments, DataArguments, MimirTrainingArguments), argv=argv, default_config=QUICKSTART
+    model_args, data_args, training_args, output_args = parse_recipe_args(
+        (PretrainModelArguments, DataArguments, MimirTrainingArguments, OutputDirArguments),
+        argv=argv,
+        default_config=QUICKSTART,
+        description=__doc__,
     )
-    try:
-        return run_pretraining(model_args, data_args, training_args)
-    finally:
-        finish_distributed()
+    check_weights_readable(model_args.model_name_or_path)
+    prepare_output_dir(training_args, output_args.overwrite_output_dir)
+    announce_run(training_args)
+    with stop_on_interrupt(training_args.output_dir):
+        metrics = run_pretraining(model_args, data_args, training_args)
+    finish_distributed()
+    output_dir = training_args.output_dir
+    if training_args.should_log:
+        next_step = FINETUNE if output_dir == QUICKSTART_OUTPUT else f"{FINETUNE} --config <a finetune config> --model_name_or_path {output_dir}"
+        print(f"Pretrained checkpoint written to {output_dir}. Next, finetune it: {next_step}", flush=True)
+    return metrics
 
 
 if __name__ == "__main__":

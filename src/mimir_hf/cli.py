@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors import SafetensorError
 from transformers import HfArgumentParser, TrainingArguments
 
+from .cli_help import arrange_help
 from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
 __all__ = [
     "DEBUG_ENV",
+    "INTERRUPTED_EXIT_CODE",
     "USER_ERROR_EXIT_CODE",
     "parse_recipe_args",
     "load_yaml_config",
@@ -45,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 DEBUG_ENV = "MIMIR_DEBUG"
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # what a shell reports for a process ended by Ctrl-C (128 + SIGINT)
 # argparse takes `-8/255` for a flag because only plain negative numbers count as values; a leading
 # minus followed by a digit or a dot is always a value here (no recipe flag looks like that).
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
@@ -55,10 +59,43 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"Config file {str(path)!r} is not valid YAML: {problem}{where}.") from None
     if not isinstance(data, dict):
         raise ValueError(f"Config file {str(path)!r} must hold a mapping of option names to values.")
     return data
+
+
+# What other tools call some of our options; a user who types one is pointed to ours.
+_ALIASES = {
+    "lr": "learning_rate",
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "eps": "epsilon",
+    "wd": "weight_decay",
+    "steps": "max_steps",
+    "model": "model_name_or_path",
+    "checkpoint": "model_name_or_path",
+    "output": "output_dir",
+    "data": "dataset",
+    "data_dir": "dataset",
+}
+
+
+def _suggestion(name: str, known: set[str]) -> str | None:
+    """The option a mistyped name most likely meant: a known alias, a close spelling, or the one field it ends."""
+    if _ALIASES.get(name) in known:
+        return _ALIASES[name]
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    if close:
+        return close[0]
+    ending = sorted((field for field in known if field.endswith("_" + name)), key=len)
+    return ending[0] if ending else None
 
 
 def _known_fields(dataclass_types: Sequence[type]) -> set[str]:
@@ -187,10 +224,27 @@ def _accept_none_for_optional_fields(parser: argparse.ArgumentParser, dataclass_
             action.type = none_or(action.type)
 
 
+def _case_insensitive_choices(parser: argparse.ArgumentParser) -> None:
+    """`--norm l2` means `L2`: a value that matches a choice but for its case is read as that choice."""
+    for action in parser._actions:
+        choices = action.choices
+        if not choices or not all(isinstance(choice, str) for choice in choices):
+            continue
+        by_lower = {choice.lower(): choice for choice in choices}
+        convert = action.type or str
+
+        def parse(text: str, by_lower=by_lower, convert=convert) -> Any:
+            return convert(by_lower.get(text.lower(), text) if isinstance(text, str) else text)
+
+        parse.__name__ = getattr(convert, "__name__", "value")
+        action.type = parse
+
+
 def parse_recipe_args(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
     default_config: str | Path | None = None,
+    description: str | None = None,
 ) -> tuple[Any, ...]:
     """Parse `[--config FILE] [--field value ...]` into one instance of each dataclass.
 
@@ -199,6 +253,7 @@ def parse_recipe_args(
         argv: the arguments (defaults to `sys.argv[1:]`).
         default_config: the YAML file to use when `--config` is not given (recipes use this
             for their no-argument quickstart).
+        description: what `--help` prints above the options (recipes pass their docstring).
 
     Raises:
         ValueError: on a config key or command-line flag that no dataclass declares.
@@ -212,7 +267,9 @@ def parse_recipe_args(
     parser = HfArgumentParser(list(dataclass_types), allow_abbrev=False)
     parser._negative_number_matcher = _NEGATIVE_VALUE  # private argparse attribute; tests/test_cli.py guards it
     parser.error = _refuse  # a bad value is one line, not the usage of 150 options followed by the message
+    _case_insensitive_choices(parser)
     _accept_none_for_optional_fields(parser, dataclass_types)
+    arrange_help(parser, dataclass_types, default_config, description)
     values: dict[str, Any] = {}
     if config_path is not None:
         values = load_yaml_config(config_path)
@@ -221,8 +278,8 @@ def parse_recipe_args(
         if unknown:
             hints = []
             for key in unknown:
-                close = difflib.get_close_matches(key, known, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                close = _suggestion(key, known)
+                hints.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
             raise ValueError(f"Unknown option(s) in {config_path}: {', '.join(hints)}.")
         parser.set_defaults(**values)
         for action in parser._actions:  # a value from the file satisfies a required flag
@@ -236,8 +293,8 @@ def parse_recipe_args(
         if unknown:  # abbreviations land here too: argparse may not complete them (allow_abbrev=False)
             hints = []
             for name in unknown:
-                close = difflib.get_close_matches(name, known, n=1)
-                hints.append(f"--{name}" + (f" (did you mean --{close[0]}?)" if close else ""))
+                close = _suggestion(name, known)
+                hints.append(f"--{name}" + (f" (did you mean --{close}?)" if close else ""))
             raise ValueError(f"Unknown option(s): {', '.join(hints)}. Run with --help to list the options.") from None
         raise ValueError(f"{error} Run with --help to list the options.") from None
     explicit = set(values) | _command_line_fields(rest, known)
@@ -283,16 +340,24 @@ def run_recipe(
 ) -> int:
     """Run a recipe's `main(argv)`; a user error becomes one line on stderr and exit status 2.
 
-    User errors are `ValueError` (bad values, unknown options, unusable data) and `OSError` (missing
-    files and checkpoints), plus `user_errors`. Anything else is a bug and keeps its traceback, and so
-    does every error under `--debug` or `MIMIR_DEBUG=1` (`accelerate launch --debug` sets
-    `ACCELERATE_DEBUG_MODE`, which counts too). Returns `main`'s status (0 when it returns a non-int).
+    User errors are `ValueError` (bad values, unknown options, unusable data), `OSError` (missing
+    files and checkpoints) and `SafetensorError` (a damaged weights file), plus `user_errors`. Ctrl-C
+    prints one line too (a training recipe's names its last checkpoint, `mimir_hf.training.output_dir`)
+    and exits with 130. Anything else is a bug and keeps its traceback, and so does every error under
+    `--debug` or `MIMIR_DEBUG=1` (`accelerate launch --debug` sets `ACCELERATE_DEBUG_MODE`, which counts
+    too). Returns `main`'s status (0 when it returns a non-int).
     """
     debug, rest = _pop_debug_flag(list(sys.argv[1:] if argv is None else argv))
     _show_library_log()
     try:
         result = main(rest)
-    except (ValueError, OSError, *user_errors) as error:
+    except KeyboardInterrupt as error:  # Ctrl-C: what was kept and how to go on, never a traceback
+        if debug or _debug_requested():
+            raise
+        if os.environ.get("RANK", "0") == "0":
+            print(str(error) or "Interrupted.", file=sys.stderr, flush=True)
+        return INTERRUPTED_EXIT_CODE
+    except (ValueError, OSError, SafetensorError, *user_errors) as error:
         if debug or _debug_requested():
             raise
         message = " ".join(str(error).split()) or type(error).__name__

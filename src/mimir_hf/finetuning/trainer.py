@@ -40,6 +40,7 @@ from transformers.utils import logging
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
 from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_fp16_attacks, refuse_trainer_push
 from ..training.ema import WeightEMACallback
+from ..training.sample_seeds import SeededSamplesMixin
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
@@ -52,7 +53,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
+class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and

@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 
 from transformers.utils import logging
 
-__all__ = ["ConvertedCheckpointMixin", "converted_state_dict", "load_checkpoint_weights"]
+__all__ = ["ConvertedCheckpointMixin", "check_weights_readable", "converted_state_dict", "load_checkpoint_weights"]
 
 logger = logging.get_logger(__name__)
 
@@ -59,6 +59,28 @@ def converted_state_dict(model: PreTrainedModel, checkpoint_dir: str) -> dict[st
             renamed, _ = rename_source_key(key, renamings, converters, model.base_model_prefix, expected)
             state[renamed] = tensor
     return state
+
+
+def check_weights_readable(model_name_or_path: str | os.PathLike | None) -> None:
+    """Raise a `ValueError` naming the file when a local checkpoint's `.safetensors` weights are truncated
+    or damaged (an interrupted save or copy); loading would otherwise fail deep inside safetensors with a
+    message that names no file. Hub ids and folders without safetensors files pass unchecked."""
+    if model_name_or_path is None or not os.path.isdir(model_name_or_path):
+        return
+    from safetensors import SafetensorError, safe_open
+
+    for name in sorted(os.listdir(model_name_or_path)):
+        if not name.endswith(".safetensors"):
+            continue
+        path = os.path.join(model_name_or_path, name)
+        try:
+            with safe_open(path, framework="pt"):  # reads the header and checks it covers the whole file
+                pass
+        except SafetensorError as error:
+            raise ValueError(
+                f"{path} cannot be read ({error}): the file is truncated or damaged, e.g. by an interrupted save, copy "
+                "or download. Save, copy or download it again."
+            ) from None
 
 
 @torch.no_grad()
