@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_budget", "check_pixel_values", "check_image_size"]
+__all__ = ["check_budget", "check_device", "check_image_size", "check_pixel_values", "check_threat_model_budget"]
 
 # bf16 rounds 1.0 + small noise; allow a hair of slack so that autocast outputs pass.
 _RANGE_TOLERANCE = 1e-4
@@ -106,3 +106,44 @@ def check_budget(value: float | None, name: str = "epsilon", norm: str = "Linf")
             f"{name}={value!r} is larger than the whole [0, 1] pixel range: budgets are in [0, 1] pixel units "
             "(write 8/255 = 0.0314), not 0-255 grey levels."
         )
+
+
+# The largest L∞ budget this project measures: the evaluation's own sanity check (accuracy ~0 at 64/255).
+_LARGEST_LINF_THREAT = 64 / 255
+
+
+def check_threat_model_budget(value: float, name: str = "--epsilon", norm: str = "Linf") -> None:
+    """Refuse an L∞ threat-model budget above 64/255 given on the command line.
+
+    `--epsilon 0.5` passes `check_budget` (it lies in [0, 1]) but lets every pixel move by half the
+    range: surely 0.5/255 or an L2 radius was meant. The attacks themselves take any budget up to 1
+    (the large-ε sanity sweeps); only the budget a run is about goes through this check.
+    """
+    check_budget(value, name.lstrip("-"), norm)
+    if norm == "Linf" and value > _LARGEST_LINF_THREAT + 1e-12:
+        raise ValueError(
+            f"{name} {value:g} is {value * 255:g}/255 under L∞: every pixel may move by {value:.0%} of its range, "
+            "more than any threat model (the paper's is 8/255; the largest this project measures is 64/255, a "
+            f"sanity check). If you meant {value:g} grey levels, write {value:g}/255; for an L2 radius, add --norm L2."
+        )
+
+
+def check_device(device: str | None) -> None:
+    """Raise a `ValueError` that says what to do when `device` is not one torch has here (None: the default)."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a torch device; use cpu, cuda, cuda:1, mps ...") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise ValueError(
+                f"device={device!r} but torch sees no CUDA GPU here (torch {torch.__version__}, {build}). Leave the "
+                "device unset to use a GPU when there is one, or pass --device cpu."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s).")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} but MPS is not available here; pass --device cpu.")

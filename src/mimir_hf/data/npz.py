@@ -81,6 +81,12 @@ def _to_rgb_uint8(images: np.ndarray, path: str) -> np.ndarray:
             f"Images in {path!r} have dtype {images.dtype}; expected uint8 in 0..255 (N x H x W x 3). "
             "Convert them with `(x * 255).round().astype(np.uint8)` if they are floats in [0, 1]."
         )
+    if images.size and int(images.max()) <= 1:
+        raise ValueError(
+            f"Images in {path!r} are uint8 but hold only 0 and 1: they look like [0, 1] images cast to uint8, "
+            "which would train on black images. Save grey levels 0..255: `(x * 255).round().astype(np.uint8)` "
+            "of the float images."
+        )
     if images.ndim == 3:  # N x H x W grayscale
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):

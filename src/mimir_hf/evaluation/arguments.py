@@ -39,7 +39,10 @@ class EvaluationArguments:
     )
     norm: str = field(
         default="Linf",
-        metadata={"help": "Threat model: Linf (ε per pixel, e.g. 8/255) or L2 (ε on the image's Euclidean norm, e.g. 0.5)."},
+        metadata={
+            "help": "Threat model: Linf (ε per pixel, e.g. 8/255) or L2 (ε on the image's Euclidean norm, e.g. 0.5).",
+            "choices": ["Linf", "L2"],
+        },
     )
     epsilon: str = field(default="8/255", metadata={"help": "Headline budget in [0, 1] pixel units (L∞ 8/255, L2 0.5)."})
     step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})

@@ -197,6 +197,7 @@ def _evaluate_batch(
             "seconds": time.perf_counter() - start,
             "details": details,
         }
+        bar.update(1)
     return BatchRecord(index=index, attacks=outcome, zero_gradient=zero_gradient.tolist())
 
 
@@ -397,15 +398,14 @@ def evaluate_robustness(
 
     logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
     with capture_autoattack_log(log_path) as collected, preserve_mode(wrapper, "eval"), torch.no_grad():
-        total = sum(len(batches[i]) for i in todo)
-        with tqdm(total=total, desc="evaluating", unit="img", disable=not (progress and shard.is_main)) as bar:
+        total = len(todo) * len(specs)  # one tick per attack on a batch: one batch of a few slow attacks still moves
+        with tqdm(total=total, desc="evaluating", unit="attack", disable=not (progress and shard.is_main)) as bar:
             for index, (x, y) in zip(todo, evaluation_data.batches([batches[i] for i in todo])):
                 check_pixel_values(x, getattr(wrapper, "num_channels", None), name="evaluation images")
                 record = _evaluate_batch(wrapper, specs, x.to(device), y.to(device), index, seed, bar)
                 if state is not None:
                     state.save(record)
                 records[index] = record
-                bar.update(x.shape[0])
         aa_warnings = list(dict.fromkeys(collected))
 
     gathered = {r.index: r for r in gather_records(list(records.values()), shard)}

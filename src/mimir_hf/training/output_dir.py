@@ -15,7 +15,7 @@ import logging
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,11 +112,13 @@ def _interrupted_message(output_dir: Path) -> str:
 
 
 @contextlib.contextmanager
-def stop_on_interrupt(output_dir: str | Path) -> Iterator[None]:
-    """Turn Ctrl-C into `RunInterrupted`, whose message names the last checkpoint.
+def stop_on_interrupt(output_dir: str | Path, message: Callable[[], str] | None = None) -> Iterator[None]:
+    """Turn Ctrl-C into `RunInterrupted`, whose message names the last checkpoint in `output_dir`
+    (or is `message()`, for runs that keep their progress otherwise).
 
     `accelerate launch` answers Ctrl-C by sending its child SIGTERM too; that is read as the same
-    interruption, and once it is being handled further signals are ignored, so that the line gets out.
+    interruption, and once it is being handled further signals are ignored (the process is about to
+    exit), so that the line gets out.
     """
     handle_sigterm = threading.current_thread() is threading.main_thread()
 
@@ -130,7 +132,7 @@ def stop_on_interrupt(output_dir: str | Path) -> Iterator[None]:
         if handle_sigterm:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise RunInterrupted(_interrupted_message(Path(output_dir))) from None
+        raise RunInterrupted(message() if message is not None else _interrupted_message(Path(output_dir))) from None
     finally:
         if previous is not None and signal.getsignal(signal.SIGTERM) is interrupt:
             signal.signal(signal.SIGTERM, previous)
