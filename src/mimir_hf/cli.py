@@ -30,6 +30,8 @@ from safetensors import SafetensorError
 from transformers import HfArgumentParser, TrainingArguments
 
 from .cli_help import arrange_help
+from .validation import check_training_length
+from .training.progress import quiet_single_shard_saves
 from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
 __all__ = [
@@ -299,6 +301,8 @@ def parse_recipe_args(
         raise ValueError(f"{error} Run with --help to list the options.") from None
     explicit = set(values) | _command_line_fields(rest, known)
     for instance in parsed:
+        if isinstance(instance, TrainingArguments):  # transformers reads max_steps <= 0 as "unset"
+            check_training_length(instance.max_steps, instance.num_train_epochs)
         _apply_device_defaults(instance, explicit)
     return parsed
 
@@ -349,6 +353,7 @@ def run_recipe(
     """
     debug, rest = _pop_debug_flag(list(sys.argv[1:] if argv is None else argv))
     _show_library_log()
+    quiet_single_shard_saves()
     try:
         result = main(rest)
     except KeyboardInterrupt as error:  # Ctrl-C: what was kept and how to go on, never a traceback

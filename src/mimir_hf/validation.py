@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_budget", "check_device", "check_image_size", "check_pixel_values", "check_threat_model_budget"]
+__all__ = [
+    "check_budget",
+    "check_device",
+    "check_image_size",
+    "check_pixel_values",
+    "check_threat_model_budget",
+    "check_training_length",
+]
 
 # bf16 rounds 1.0 + small noise; allow a hair of slack so that autocast outputs pass.
 _RANGE_TOLERANCE = 1e-4
@@ -147,3 +154,15 @@ def check_device(device: str | None) -> None:
             raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s).")
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device={device!r} but MPS is not available here; pass --device cpu.")
+
+
+def check_training_length(max_steps: int, num_train_epochs: float) -> None:
+    """Raise a `ValueError` for a training length transformers would read otherwise: it takes any
+    `max_steps` <= 0 as "unset" and trains the full `num_train_epochs` (so `--max_steps -5` ran a whole run)."""
+    if max_steps == 0 or max_steps < -1:
+        raise ValueError(
+            f"max_steps={max_steps}: give a positive number of optimiser steps, or leave it unset (-1) to train "
+            f"num_train_epochs ({num_train_epochs:g}) epochs."
+        )
+    if max_steps == -1 and not num_train_epochs > 0:
+        raise ValueError(f"num_train_epochs={num_train_epochs!r} must be > 0 (or give max_steps).")

@@ -85,6 +85,15 @@ def _safe_globals() -> list[Any]:
     return allowed
 
 
+def _looks_like_torch_save(path: str) -> bool:
+    """torch.save writes a zip archive (torch >= 1.6) or, in the legacy format, a pickle (protocol >= 2)."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -154,18 +163,27 @@ def load_reference_checkpoint(path: str | os.PathLike, ema: str = "auto") -> Ref
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    if not _looks_like_torch_save(path):
+        raise UnrecognisedCheckpointError(
+            f"{path!r} is not a PyTorch checkpoint: a file written by torch.save (a zip archive, or a pickle in the "
+            "legacy format) was expected, such as the authors' checkpoint-*.pth."
+        )
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         message = str(error)
         found = re.search(r"GLOBAL ([\w.]+)", message)
-        what = f" It needs the class {found.group(1)!r}." if found else ""
+        if found is None:
+            raise UnrecognisedCheckpointError(
+                f"{path!r} is not a readable PyTorch checkpoint (truncated, or another kind of archive). torch said: "
+                f"{message.splitlines()[0] if message else type(error).__name__}"
+            ) from error
         raise UnrecognisedCheckpointError(
-            f"Refusing to read {path!r} with pickled code: torch.load(weights_only=True) failed.{what} Converting "
-            "never runs code from a downloaded file; if you trust it, re-save only its weights "
-            "(`torch.save(torch.load(f, weights_only=False)['model'], 'weights.pth')`) and convert that. "
-            f"torch said: {message.splitlines()[0] if message else type(error).__name__}"
+            f"Refusing to read {path!r}: beside its weights it stores an object of class {found.group(1)!r}, which "
+            "only running pickled code could rebuild, and converting never runs code from a file "
+            "(torch.load(weights_only=True)). Ask its publisher for a weights-only file (a state dict, or "
+            "model.safetensors)."
         ) from error
     state, wrapper, used_ema, stripped, other = unwrap_state_dict(obj, ema)
     epoch = obj.get("epoch") if isinstance(obj, Mapping) else None

@@ -40,6 +40,7 @@ from transformers.utils import logging
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
 from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_fp16_attacks, refuse_trainer_push
 from ..training.ema import WeightEMACallback
+from ..training.progress import log_friendly_progress
 from ..training.sample_seeds import SeededSamplesMixin
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
@@ -78,6 +79,7 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
             refuse_fp16_attacks(args, "adversarial training")
         refuse_trainer_push(args)
         super().__init__(model=model, args=args, **kwargs)
+        log_friendly_progress(self)
         config = getattr(self.model, "config", None)
         self.data_collator = CheckedCollator(
             self.data_collator,

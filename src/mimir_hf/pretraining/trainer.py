@@ -23,6 +23,7 @@ from transformers.utils import logging
 
 from ..modeling import MimirForPreTraining
 from ..training import CheckedCollator, ConvertedCheckpointMixin, refuse_trainer_push
+from ..training.progress import log_friendly_progress
 from ..training.sample_seeds import SeededSamplesMixin
 from ..training.sampling import MixedSamplingMixin
 from .arguments import MimirTrainingArguments
@@ -60,6 +61,7 @@ class MimirTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMi
         refuse_trainer_push(args)
         super().__init__(model=model, args=args, **kwargs)
         logger.info(args.learning_rate_rule())
+        log_friendly_progress(self)
         # MimirForPreTraining.forward takes **kwargs, which would make the Trainer believe the model
         # normalises the loss for gradient accumulation itself; it does not.
         self.model_accepts_loss_kwargs = False
