@@ -20,7 +20,7 @@ from mimir_hf.convert import ConversionArguments, convert_reference_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
-    (args,) = parse_recipe_args((ConversionArguments,), argv)
+    (args,) = parse_recipe_args((ConversionArguments,), argv, description=__doc__)
     if not args.checkpoint or not args.output_dir:
         raise ValueError("--checkpoint and --output_dir are required.")
     result = convert_reference_checkpoint(**asdict(args))  # the dataclass fields are the function's arguments
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{', under ' + repr(record['source_wrapper']) if record['source_wrapper'] else ''}) into a "
         f"{record['model_class']} at {result.output_dir} ({record['image_size']} px, [0, 1] pixels)."
     )
+    if record["model_class"].endswith("ForPreTraining"):
+        print(f"Next, finetune it: accelerate launch -q --config_file recipes/accelerate_configs/single_process.yaml "
+              f"recipes/finetune.py --config <a finetune config> --model_name_or_path {result.output_dir}")
+    else:
+        print(f"Next, measure its robustness: python recipes/evaluate.py --config <an evaluate config> "
+              f"--model_name_or_path {result.output_dir} (docs/model_zoo.md lists the commands per checkpoint)")
     return 0
 
 

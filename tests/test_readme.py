@@ -39,6 +39,8 @@ def test_python_block_runs_as_written(index, tmp_path, monkeypatch):
         _quickstart_checkpoint(tmp_path)
     torch.manual_seed(0)
     exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": f"readme_block_{index}"})
+    # pasted in a clone, a block leaves nothing that git would list: it writes under the ignored outputs/
+    assert {path.name for path in tmp_path.iterdir()} <= {"outputs"}
 
 
 def test_shell_blocks_paste_into_bash():

@@ -5,6 +5,7 @@ from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
 from .runs import finish_distributed, last_complete_checkpoint, refuse_fp16_attacks, refuse_trainer_push, resolve_resume
+from .sample_seeds import SeededSamples, SeededSamplesMixin
 
 __all__ = [
     "CheckedCollator",
@@ -12,6 +13,8 @@ __all__ = [
     "DEFAULT_LEARNING_RATE",
     "EMA_FILE",
     "ScaledLearningRateArguments",
+    "SeededSamples",
+    "SeededSamplesMixin",
     "WeightEMA",
     "WeightEMACallback",
     "check_labels",
