@@ -32,7 +32,7 @@ def digits_checkpoint(folder: Path) -> Path:
     return folder
 
 
-def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
+def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path, capsys) -> None:
     digits_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "eval"
     code = load_recipe().main([
@@ -42,10 +42,21 @@ def test_recipe_evaluates_a_checkpoint_on_builtin_digits(tmp_path) -> None:
     ])
     data = json.loads((out / "robustness.json").read_text())
     assert data["dataset"] == "builtin:digits" and data["num_samples"] == 12 and data["split"] == "test"
-    assert set(data["attacks"]) == {"clean", "pgd-3", "pgd-10@eps=64/255"}  # the quickstart config sweeps PGD-10
+    # a user's own model gets the full protocol (its sweep attack is PGD-20, the quickstart's PGD-10), and is told so
+    assert set(data["attacks"]) == {"clean", "pgd-3", "pgd-20@eps=64/255"}
+    assert f"Evaluating {tmp_path / 'ckpt'} with the full protocol" in capsys.readouterr().out
     assert (out / "recipe_config.yaml").is_file() and (out / "per_sample.npz").is_file()
     # an untrained ViT predicts one class: the favourite-class check fires and --fail_on_check sets the exit code
     assert not data["checks_passed"] and code == 3
+
+
+def test_only_the_quickstart_classifier_gets_the_cut_down_settings() -> None:
+    recipe = load_recipe()
+    assert recipe._default_config([]) == recipe.QUICKSTART
+    assert recipe._default_config(["--model_name_or_path", "./outputs/quickstart-finetune/"]) == recipe.QUICKSTART
+    assert recipe._default_config(["--protocol", "robustbench"]) == recipe.ROBUSTBENCH_QUICKSTART
+    assert recipe._default_config(["--model_name_or_path", "outputs/my-model"]) is None
+    assert recipe._default_config(["--model-name-or-path=org/model"]) is None
 
 
 def test_recipe_without_the_quickstart_classifier_says_what_to_run(tmp_path, monkeypatch) -> None:
