@@ -111,7 +111,8 @@ def test_attack_names_parse_and_sweep_names() -> None:
     spec = parse_attack_name("pgd-5@eps=1/255", settings)
     assert spec.name == "pgd-5@eps=1/255" and spec.epsilon == pytest.approx(1 / 255)
     assert spec.step_size == pytest.approx(0.25 / 255)  # α/ε carried over
-    names = [s.name for s in plan_attacks(["pgd-20", "autoattack"], settings, ["8/255", "64/255"])]
+    planned = AttackSettings(epsilon=8 / 255, attacks=["pgd-20", "autoattack"], epsilon_sweep=["8/255", "64/255"])
+    names = [s.name for s in plan_attacks(planned)]
     assert names == ["clean", "pgd-20", "autoattack", "pgd-20@eps=64/255"]
 
 
@@ -400,8 +401,8 @@ def test_attack_run_state_goes_to_details_not_into_the_shared_spec(monkeypatch):
     import torch
     from torch import nn
 
-    import mimir_hf.mutual_information as mi
     from mimir_hf.evaluation import Attack, AttackSettings, parse_attack_name
+    from mimir_hf.mutual_information import ESTIMATORS
     from mimir_hf.evaluation.wrapper import LogitsModel
 
     def singular(*args, **kwargs):
@@ -416,7 +417,7 @@ def test_attack_run_state_goes_to_details_not_into_the_shared_spec(monkeypatch):
         def forward(self, x):
             return self.head(self.features(x))
 
-    monkeypatch.setattr(mi, "hsic_normalized_cca", singular)
+    monkeypatch.setitem(ESTIMATORS, "hsic_cca", singular)
     model = LogitsModel(Tiny())
     spec = parse_attack_name("pgd-mi-3", AttackSettings(epsilon=8 / 255))
     options_before = dict(spec.options)

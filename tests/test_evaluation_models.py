@@ -103,6 +103,51 @@ def test_pgd_feature_moves_the_encoder_features() -> None:
     assert ((adv_f - clean_f).norm(dim=1) > (rand_f - clean_f).norm(dim=1)).all()
 
 
+def test_pgd_mi_ascends_the_mi_term() -> None:
+    """The MI term steers the attack: from the same start, a weight on it crafts another x′, one whose
+    nHSIC(features, x′) is higher than pure CE (weight 0) reaches. An MI term that did nothing fails both."""
+    from mimir_hf.evaluation.attacks import Attack
+    from mimir_hf.mutual_information import hsic_normalized_cca
+
+    model = tiny_vit()
+    x, y = own_labels(model, 8)
+    wrapper = LogitsModel(model)
+
+    def craft(weight: float) -> torch.Tensor:
+        spec = parse_attack_name("pgd-mi-10", AttackSettings(mi_weight=weight))
+        return Attack(spec).run(wrapper, x, y, generator=torch.Generator().manual_seed(0))
+
+    def nhsic(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            features = wrapper.logits_and_features(images)[1]
+        return float(hsic_normalized_cca(features.flatten(1), images.flatten(1)))
+
+    ce_only, with_mi = craft(0.0), craft(10.0)
+    assert (with_mi - ce_only).abs().max() > 4 / 255
+    assert nhsic(with_mi) > nhsic(ce_only) + 1e-3
+
+
+def test_pgd_mi_estimates_with_the_training_penalty_at_the_chosen_precision(monkeypatch) -> None:
+    from mimir_hf.evaluation.attacks import Attack
+    from mimir_hf.mutual_information import ESTIMATORS, hsic_normalized_cca
+
+    seen = []
+
+    def recording(x, y, sigma, epsilon, compute_dtype=None):
+        seen.append(compute_dtype)
+        return hsic_normalized_cca(x, y, sigma, epsilon, compute_dtype=compute_dtype)
+
+    monkeypatch.setitem(ESTIMATORS, "hsic_cca", recording)
+    model = tiny_vit()
+    x, y = own_labels(model, 4)
+    spec = parse_attack_name("pgd-mi-2", AttackSettings(mi_compute_dtype="float32"))
+    Attack(spec).run(LogitsModel(model), x, y, generator=torch.Generator().manual_seed(0))
+    assert seen and set(seen) == {"float32"}
+    assert spec.options["mi_compute_dtype"] == "float32"  # recorded in the report's pgd-mi entry
+    with pytest.raises(ValueError, match="mi_compute_dtype"):
+        AttackSettings(mi_compute_dtype="float16")
+
+
 def test_wrapper_returns_logits_and_applies_the_processor_normalisation() -> None:
     model = tiny_vit()
     x = torch.rand(2, 3, 16, 16)

@@ -14,16 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arguments import ComparisonArguments, EvaluationArguments
-from .attacks import (
+from .attack_specs import (
     DEFAULT_ATTACKS,
-    Attack,
+    DEFAULT_EPSILON_SWEEP,
+    DEFAULT_L2_EPSILON_SWEEP,
     AttackSettings,
     AttackSpec,
-    build_attack,
     format_epsilon,
     parse_attack_name,
     parse_budget,
+    plan_attacks,
 )
+from .attacks import Attack, build_attack
 from .checks import run_checks
 from .comparison import (
     Comparison,
@@ -44,7 +46,7 @@ from .robustness_report import RobustnessReport, load_per_sample
 from .results import AttackResult, Check
 from .from_args import evaluate_from_args
 from .loading import load_classifier
-from .runner import DEFAULT_EPSILON_SWEEP, GradientMaskingWarning, evaluate_robustness, plan_attacks
+from .runner import GradientMaskingWarning, evaluate_robustness
 from .wrapper import LogitsModel, normalization_from_processor
 
 
@@ -56,6 +58,7 @@ def robust_accuracy_metric_path() -> str:
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_EPSILON_SWEEP",
+    "DEFAULT_L2_EPSILON_SWEEP",
     "Attack",
     "AttackResult",
     "AttackSettings",

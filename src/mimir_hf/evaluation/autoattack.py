@@ -19,7 +19,7 @@ import torch
 from .attack_specs import AttackSpec
 from .wrapper import LogitsModel
 
-__all__ = ["AUTOATTACK_LOG_HEADER", "autoattack_version", "capture_autoattack_log", "run_autoattack"]
+__all__ = ["AUTOATTACK_LOG_HEADER", "autoattack_version", "capture_autoattack_log", "component_results", "run_autoattack"]
 
 _AUTOATTACK_LOGGER = "auto-attack"
 
@@ -31,7 +31,6 @@ def autoattack_version() -> str:
         return str(getattr(pyautoattack, "__version__", "unknown"))
     except ImportError:
         return "not installed"
-
 
 
 def _autoattack_plan(spec: AttackSpec, num_classes: int) -> tuple[str, list[str] | None, str]:
@@ -132,6 +131,32 @@ def run_autoattack(
         if note:
             details["note"] = note
     return adversarial.detach()
+
+
+def component_results(details: list[dict[str, Any]], clean_count: int, n: int) -> list[dict[str, Any]]:
+    """AutoAttack's cascade, per component over all images, from the per-batch `details` that `run_autoattack`
+    filled: points attacked and broken, time, and the accuracy over all `n` images after the component."""
+    order: list[str] = []
+    totals: dict[str, dict[str, float]] = {}
+    for batch in details:
+        for name, values in (batch.get("components") or {}).items():
+            if name not in totals:
+                order.append(name)
+                totals[name] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            for key in totals[name]:
+                totals[name][key] += values[key]
+    standing = clean_count
+    rows = []
+    for name in order:
+        standing -= int(totals[name]["broken"])
+        rows.append({
+            "name": name,
+            "attacked": int(totals[name]["attacked"]),
+            "broken": int(totals[name]["broken"]),
+            "robust_accuracy_after": standing / n if n else float("nan"),
+            "wall_time_seconds": round(float(totals[name]["seconds"]), 3),
+        })
+    return rows
 
 
 class _Collector(logging.Handler):

@@ -19,11 +19,27 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-__all__ = ["STATE_DIRNAME", "BatchRecord", "EvaluationState", "StateMismatchError", "batch_seed", "fingerprint"]
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .attack_specs import AttackSpec
+    from .streaming import EvaluationData
+
+__all__ = [
+    "STATE_DIRNAME",
+    "BatchRecord",
+    "EvaluationState",
+    "StateMismatchError",
+    "batch_seed",
+    "fingerprint",
+    "state_description",
+    "weights_fingerprint",
+]
 
 STATE_DIRNAME = "eval_state"
 _MANIFEST = "manifest.json"
@@ -121,3 +137,38 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
+    finished batches of its predecessor (its path alone would match)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def state_description(
+    model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
+) -> dict[str, Any]:
+    """What decides every batch's result: a resumed run must match it exactly."""
+    return {
+        "model": model_name,
+        "weights": weights,
+        "dataset": data.source_name,
+        "split": split,
+        "num_samples": len(data),
+        "indices": fingerprint({"indices": data.indices.tolist(), "labels": data.labels.tolist()}),
+        "batch_size": batch_size,
+        "seed": seed,
+        "attacks": [
+            {
+                "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
+                "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
+                "options": dict(s.options),
+            }
+            for s in specs
+        ],
+    }
