@@ -238,6 +238,8 @@ def test_the_sweep_is_sorted_by_budget_and_holds_the_headline(classifier):
 def test_cards_show_stage_one_settings_and_only_chosen_options(classifier, checkpoints):
     (classifier / "recipe_config.yaml").write_text(
         f"model_name_or_path: {checkpoints['pretraining']}\ndataset: builtin:digits\nadam_beta1: 0.9\nadam_beta2: 0.95\n"
+        "_record:\n  argument_classes: [mimir_hf.finetuning.arguments.ModelArguments, mimir_hf.data.arguments.DataArguments, "
+        "mimir_hf.finetuning.arguments.AdversarialTrainingArguments]\n"
     )
     text = render_model_card(classifier, repo_id="org/x")
     stage_one = text.split("Stage-1 settings", 1)[1].split("```", 2)[1]
@@ -251,6 +253,27 @@ def test_cards_show_stage_one_settings_and_only_chosen_options(classifier, check
     (classifier / "recipe_config.yaml").write_text("model_name_or_path: scratch\ndataset: builtin:digits\n")
     text = render_model_card(classifier, repo_id="org/x")
     assert "from a random initialisation" in text and "Adversarial masked-autoencoder pretraining" not in text
+
+
+def test_a_quickstart_evaluation_card_lists_only_what_the_user_set(classifier, tmp_path):
+    """The evaluation's recipe_config.yaml names the argument classes that wrote it, RobustBenchArguments among
+    them: none of its fields, all unset, is listed as a choice."""
+    import dataclasses
+
+    from mimir_hf.cli import parse_recipe_args, save_recipe_config
+    from mimir_hf.data import DataArguments
+    from mimir_hf.evaluation import EvaluationArguments, RobustBenchArguments
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "evaluate_quickstart.yaml"
+    arguments = parse_recipe_args((EvaluationArguments, DataArguments, RobustBenchArguments), [], default_config=quickstart)
+    evaluation = tmp_path / "evaluation"
+    save_recipe_config(evaluation, *arguments)
+    shutil.copy(classifier / "robustness.json", evaluation / "robustness.json")
+    text = render_model_card(classifier, repo_id="org/x", report=evaluation / "robustness.json")
+    shown = text.split("The evaluation ran with", 1)[1].split("```", 2)[1]
+    listed = {line.split(":")[0] for line in shown.splitlines() if line and not line.startswith(("-", " "))}
+    assert not listed & {f.name for f in dataclasses.fields(RobustBenchArguments)}, listed
+    assert {"max_eval_samples", "attacks", "epsilon", "sweep_attack", "cw_steps"} <= listed  # what the config set
 
 
 def test_a_pretraining_checkpoint_published_as_a_classifier_names_the_flag(checkpoints):

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .training.runs import RecipeConfig
 from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
 __all__ = [
@@ -51,14 +52,15 @@ _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a recipe config; it must be a flat mapping of dataclass field names to values."""
+    """Read a recipe config; it must be a flat mapping of dataclass field names to values (a recorded
+    `recipe_config.yaml` also holds its `_record`, which is not an option and is left out)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"Config file {str(path)!r} must hold a mapping of option names to values.")
-    return data
+    return RecipeConfig.from_mapping(data, source=str(path)).arguments
 
 
 def _known_fields(dataclass_types: Sequence[type]) -> set[str]:

@@ -210,16 +210,17 @@ def build_model_card(
     if kind not in PIPELINE_TAGS:
         raise ValueError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
     config = _read_json(folder / "config.json", "config.json")
-    training_config = load_recipe_config(folder, secrets)
+    training_record = load_recipe_config(folder, secrets)
+    training_config = training_record.arguments if training_record else None
 
     loaded_report = None
-    evaluation_config = None
+    evaluation_record = None
     if kind == "classifier":
         loaded_report = report if isinstance(report, dict) else load_robustness_report(report or folder / REPORT_FILENAME)
         check_classifier_report(loaded_report)
         report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
         if report_dir.resolve() != folder.resolve():
-            evaluation_config = load_recipe_config(report_dir, secrets)
+            evaluation_record = load_recipe_config(report_dir, secrets)
 
     dataset_source = (loaded_report or {}).get("dataset") or (training_config or {}).get("dataset")
     if dataset_id is None and _looks_like_hub_id(dataset_source):
@@ -241,8 +242,8 @@ def build_model_card(
 
     arch = _architecture(config, kind)
     extras = config_extras(config)
-    shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
-    shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
+    shown_config, filtered = chosen_settings(training_record) if training_record else (None, False)
+    shown_evaluation, evaluation_filtered = chosen_settings(evaluation_record) if evaluation_record else (None, False)
     start = (training_config or {}).get("model_name_or_path")
     context: dict[str, Any] = {
         "title": f"MIMIR {arch['size_name'] or 'ViT'} — {'robust classifier' if kind == 'classifier' else 'adversarial MAE pretraining'}"
@@ -255,6 +256,7 @@ def build_model_card(
         "training_config": _dump_yaml(shown_config) if shown_config else "",
         "training_config_filtered": filtered,
         "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
+        "evaluation_config_filtered": evaluation_filtered,
         "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
         "stage_one_settings": _dump_yaml(settings) if (settings := stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .cards import CardKind, build_model_card
 from .recipe_configs import RECIPE_CONFIG, load_recipe_config
 from .eval_results import EVAL_RESULTS_DIR, eval_result_files
@@ -296,7 +294,7 @@ def publish_checkpoint(
         uploads["config.json"] = config_bytes
     recipe = load_recipe_config(folder, secrets)
     if recipe is not None:
-        uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+        uploads[RECIPE_CONFIG] = recipe.to_yaml().encode("utf-8")
     if report_path is not None:
         # the Hub's per-model results, from the same report as the card's model-index
         from huggingface_hub import constants
