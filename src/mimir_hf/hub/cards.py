@@ -155,6 +155,26 @@ def _model_size(shown: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
     return {**shown, "model_size": f"custom ({dimensions}; not the {preset} preset)"}
 
 
+def _run_context(kind: CardKind, arch: dict[str, Any], config: dict[str, Any], training_config: dict[str, Any] | None,
+                 evaluation_config: dict[str, Any] | None) -> dict[str, Any]:
+    """What the card shows of how the model was made: MIMIR's settings in config.json, the options the training
+    (and the evaluation) chose, the stage-1 settings of the pretraining checkpoint, a pretraining's budget."""
+    extras = config_extras(config)
+    shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
+    shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
+    start = (training_config or {}).get("model_name_or_path")
+    settings = stage_one_settings(training_config)
+    return {
+        "mimir_settings": _dump_yaml(extras) if extras else "",
+        "training_config": _dump_yaml(_model_size(shown_config, arch)) if shown_config else "",
+        "training_config_filtered": filtered,
+        "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
+        "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
+        "stage_one_settings": _dump_yaml(settings) if settings else "",
+        "epsilon": _find_epsilon((MODEL_CONFIG_FILE, extras), (RECIPE_CONFIG, training_config)) if kind == "pretraining" else None,
+    }
+
+
 def _classifier_context(report: RobustnessReport, report_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
     """What the classifier template shows of the report: threat model, results, sweep, worst case, checks."""
     threat = report.threat_model
@@ -180,6 +200,39 @@ def _classifier_context(report: RobustnessReport, report_dir: Path, config: dict
         "curve_file": beside(report.curve_file),
         "labels_preview": _labels_preview(config),
     }
+
+
+def _evaluation(
+    folder: Path, report: str | Path | RobustnessReport | None, secrets: tuple[str, ...]
+) -> tuple[RobustnessReport, Path, dict[str, Any] | None]:
+    """A classifier's report (checked to back a claim), the folder its files are in, and the evaluation's
+    recipe config when it ran elsewhere than the checkpoint's folder."""
+    if isinstance(report, RobustnessReport):
+        check_classifier_report(report)
+        loaded, report_dir = report, folder
+    else:
+        loaded, path = load_classifier_report(report if report is not None else folder)
+        report_dir = path.parent
+    same = report_dir.resolve() == folder.resolve()
+    return loaded, report_dir, None if same else load_recipe_config(report_dir, secrets)
+
+
+def _card_data(kind: CardKind, license: str, dataset_id: str | None, base_model: str | None,  # noqa: A002
+               model_name: str, report: RobustnessReport | None):
+    """The card's metadata block: tags, license, data set, base model and the `model-index` from the report."""
+    from huggingface_hub import ModelCardData
+
+    tags = list(REQUIRED_TAGS) + (["image-classification"] if kind == "classifier" else ["masked-image-modeling"])
+    return ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[kind],
+        tags=tags,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model if kind == "classifier" else None,
+        model_name=model_name if kind == "classifier" else None,
+        eval_results=eval_results(report, dataset_id) if report else None,
+    )
 
 
 def build_model_card(
@@ -214,7 +267,7 @@ def build_model_card(
     Raises:
         MissingEvaluationError: a classifier without a report holding clean, PGD and AutoAttack entries.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from .._version import __version__
 
@@ -226,38 +279,17 @@ def build_model_card(
 
     loaded_report, report_dir, evaluation_config = None, folder, None
     if kind == "classifier":
-        if isinstance(report, RobustnessReport):
-            loaded_report = report
-            check_classifier_report(loaded_report)
-        else:
-            loaded_report, path = load_classifier_report(report if report is not None else folder)
-            report_dir = path.parent
-        if report_dir.resolve() != folder.resolve():
-            evaluation_config = load_recipe_config(report_dir, secrets)
+        loaded_report, report_dir, evaluation_config = _evaluation(folder, report, secrets)
 
     dataset_source = loaded_report.dataset if loaded_report else (training_config or {}).get("dataset")
     if dataset_id is None and is_hub_id(dataset_source):
         dataset_id = dataset_source
     model_name = (repo_id or folder.resolve().name).split("/")[-1]
-    tags = list(REQUIRED_TAGS) + (["image-classification"] if kind == "classifier" else ["masked-image-modeling"])
-    card_data = ModelCardData(
-        license=license,
-        library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[kind],
-        tags=tags,
-        datasets=[dataset_id] if dataset_id else None,
-        base_model=base_model if kind == "classifier" else None,
-        model_name=model_name if kind == "classifier" else None,
-        eval_results=eval_results(loaded_report, dataset_id) if loaded_report else None,
-    )
+    card_data = _card_data(kind, license, dataset_id, base_model, model_name, loaded_report)
     if uses_additional_data(folder, training_config):  # RobustBench's flag; see hub/additional_data.py
         card_data.additional_data = True
 
     arch = _architecture(config, kind)
-    extras = config_extras(config)
-    shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
-    shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
-    start = (training_config or {}).get("model_name_or_path")
     context: dict[str, Any] = {
         "title": f"MIMIR {arch['size_name'] or 'ViT'} — {'robust classifier' if kind == 'classifier' else 'adversarial MAE pretraining'}"
         + (f" ({model_name})" if model_name else ""),
@@ -265,19 +297,12 @@ def build_model_card(
         "model_name": model_name,
         "arch": arch,
         "base_model": base_model,
-        "mimir_settings": _dump_yaml(extras) if extras else "",
-        "training_config": _dump_yaml(_model_size(shown_config, arch)) if shown_config else "",
-        "training_config_filtered": filtered,
-        "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
-        "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
-        "stage_one_settings": _dump_yaml(settings) if (settings := stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,
         "mimir_hf_version": __version__,
         "dataset": dataset_source,
+        **_run_context(kind, arch, config, training_config, evaluation_config),
     }
-    if loaded_report is None:
-        context["epsilon"] = _find_epsilon((MODEL_CONFIG_FILE, extras), (RECIPE_CONFIG, training_config))
-    else:
+    if loaded_report is not None:
         context.update(_classifier_context(loaded_report, report_dir, config))
 
     source = Path(template) if template is not None else template_path(kind)

@@ -256,38 +256,12 @@ def publish_checkpoint(
     report_path = files.get(REPORT_FILE)
 
     if not dry_run:
-        from huggingface_hub import get_token
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(repo_id)
-        except HFValidationError as error:
-            raise PublishError(f"Invalid repo id {repo_id!r}: {error}") from None
-        token = token or get_token()
-        if not token:
-            raise PublishError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...).")
+        token = _token_for(repo_id, token)
     secrets = (token,) if token else ()
 
-    card = build_model_card(
-        folder,
-        kind=kind,
-        repo_id=repo_id,
-        report=report_path,
-        base_model=base_model,
-        dataset_id=dataset_id,
-        license=license,
-        template=template,
-        secrets=secrets,
-    )
-    card_text = str(card)
-    uploads: dict[str, bytes | Path] = dict(files)
-    uploads["README.md"] = card_text.encode("utf-8")
-    config_bytes = stock_config_json(folder, kind)
-    if config_bytes is not None:
-        uploads[MODEL_CONFIG_FILE] = config_bytes
-    recipe = load_recipe_config(folder, secrets)
-    if recipe is not None:
-        uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+    card_text = str(build_model_card(folder, kind=kind, repo_id=repo_id, report=report_path, base_model=base_model,
+                                      dataset_id=dataset_id, license=license, template=template, secrets=secrets))
+    uploads = _uploads(folder, files, card_text, kind, secrets)
     if report_path is not None:
         # the Hub's per-model results, from the same report as the card's model-index
         from huggingface_hub import constants
@@ -302,7 +276,6 @@ def publish_checkpoint(
         target = Path(card_path) if card_path is not None else folder / "README.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(card_text, encoding="utf-8")
-        logger.debug("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
         return PublishResult(repo_id, None, None, None, sorted(uploads), [], card_text, dry_run=True)
 
     try:
@@ -314,6 +287,35 @@ def publish_checkpoint(
         raise PublishError(
             f"Publishing {str(folder)!r} to {repo_id!r} failed: {type(error).__name__}: {_redact(str(error), token)}"
         ) from None
+
+
+def _token_for(repo_id: str, token: str | None) -> str:
+    """The token a push uses, after refusing an invalid repo id (before anything is uploaded)."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(f"Invalid repo id {repo_id!r}: {error}") from None
+    token = token or get_token()
+    if not token:
+        raise PublishError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...).")
+    return token
+
+
+def _uploads(folder: Path, files: dict[str, Path], card_text: str, kind: CardKind,
+             secrets: tuple[str, ...]) -> dict[str, bytes | Path]:
+    """The commit's content: the files, the card, config.json naming a stock class, the recipe config without secrets."""
+    uploads: dict[str, bytes | Path] = dict(files)
+    uploads["README.md"] = card_text.encode("utf-8")
+    config_bytes = stock_config_json(folder, kind)
+    if config_bytes is not None:
+        uploads[MODEL_CONFIG_FILE] = config_bytes
+    recipe = load_recipe_config(folder, secrets)
+    if recipe is not None:
+        uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+    return uploads
 
 
 def _push(uploads, repo_id, *, kind, private, token, endpoint, commit_message, card_text) -> PublishResult:
