@@ -331,7 +331,7 @@ def test_an_l2_comparison_says_l2(tmp_path) -> None:
     b = write_evaluation(tmp_path / "b", {**outcomes, "pgd-20": np.arange(n) < 9}, labels, settings=l2)
     comparison = compare_evaluations([a, b], bootstrap_samples=100, output_dir=tmp_path / "cmp")
     data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
-    assert (data["norm"], data["epsilon"]) == ("L2", 0.5) and comparison.norm == "L2"
+    assert (data["norm"], data["epsilon"]) == ("L2", 0.5) and comparison.threat_model.norm == "L2"
     markdown = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "20 images, the same indices and labels in every evaluation, L2 ε = 0.5." in markdown
     assert "L∞" not in markdown and "/255" not in markdown

@@ -111,14 +111,6 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def epsilon(self) -> float:
-        return self.threat_model.epsilon
-
-    @property
-    def norm(self) -> str:
-        return self.threat_model.norm
-
     def metric(self, name: str) -> MetricComparison:
         for metric in self.metrics:
             if metric.name == name:
@@ -139,8 +131,8 @@ class Comparison:
             "schema_version": COMPARISON_SCHEMA_VERSION,
             "models": [{"name": m, "folder": f, **s} for m, f, s in zip(self.models, self.folders, self.sources)],
             "num_samples": self.num_samples,
-            "norm": self.norm,
-            "epsilon": self.epsilon,
+            "norm": self.threat_model.norm,
+            "epsilon": self.threat_model.epsilon,
             "bootstrap": {
                 "samples": self.bootstrap_samples,
                 "confidence": self.confidence,
