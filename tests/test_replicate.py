@@ -128,6 +128,7 @@ def test_results_come_only_from_the_reports(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "| (c) MIMIR -> PGD-3-AT | 75.0 | 50.0 | 25.0 | 25.0 | 4 | 1m05s | 5s | — | passed |" in markdown
     assert "not evaluated" in markdown and "apgd-ce, apgd-t" in markdown
+    assert "| AutoAttack (APGD-CE + APGD-T; an upper bound on the standard suite) |" in markdown  # never "AutoAttack" alone
     assert json.loads((tmp_path / "results.json").read_text())["arms"][1]["worst_case"]["accuracy"] == 0.25
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
     assert results["paired"] == {"skipped": "fewer than two arms were evaluated"}

@@ -160,6 +160,19 @@ def _table_row(row: dict) -> tuple[str, list[str]]:
     return line, notes
 
 
+def _autoattack_header(rows: list[dict]) -> str:
+    """"AutoAttack", or the components that ran when every run used the same subset of the suite: a subset's
+    accuracy is an upper bound on the standard suite's, and the column must not claim more."""
+    suites = {(row.get("autoattack", {}).get("version"), tuple(row.get("autoattack", {}).get("attacks_run")
+                                                             or row.get("autoattack", {}).get("attacks") or ()))
+              for row in rows if not row.get("missing")}
+    if len(suites) == 1:
+        version, components = suites.pop()
+        if version == "custom" and components:
+            return f"AutoAttack ({' + '.join(c.upper() for c in components)}; an upper bound on the standard suite)"
+    return "AutoAttack"
+
+
 def format_markdown(results: dict) -> str:
     lines = [
         "# Replication results",
@@ -168,7 +181,7 @@ def format_markdown(results: dict) -> str:
         "Worst case: correct under every headline attack of that report. Wall times as measured by the replication driver."
         + (f" Finetuning: {results['finetune_method']}." if results.get("finetune_method") else ""),
         "",
-        "| arm | clean | PGD-20 | AutoAttack | worst case | images | pretrain time | finetune time | eval time | checks |",
+        f"| arm | clean | PGD-20 | {_autoattack_header(results['arms'])} | worst case | images | pretrain time | finetune time | eval time | checks |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes = []
