@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ..artefacts import is_hub_id
 from .arguments import _REPOSITORY_RECIPES, ReplicationArguments
 from .arms import Arm, Run, arms_from_config_set, finetune_method_label, parse_runs
 
@@ -242,8 +243,7 @@ def check_data_dir(replication: Replication, stages: list[Stage]) -> None:
                          "(the .npz loader reads them in place), or another --dataset source such as uoft-cs/cifar10.")
     local = Path(source).expanduser()
     if not local.exists():
-        looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~")) or source.startswith("builtin:")
-        if looks_like_hub_id:
+        if is_hub_id(source) or source.startswith("builtin:"):
             return  # a Hub data set: the first stage downloads (and checks) it
         raise ValueError(f"--data_dir {source!r} does not exist.")
     from ..data import load_image_dataset
