@@ -102,3 +102,12 @@ def test_canary_private_key_conversion_matches_from_pretrained(tmp_path, kind):
     assert set(state) == set(public)
     for key, value in public.items():
         assert torch.equal(state[key], value), key
+
+
+def test_canary_stock_file_names_are_transformers_own():
+    """mimir_hf.artefacts spells the stock files' names; transformers keeps its own in `transformers.utils`."""
+    from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME
+
+    from mimir_hf.artefacts import IMAGE_PROCESSOR_FILE, MODEL_CONFIG_FILE
+
+    assert (MODEL_CONFIG_FILE, IMAGE_PROCESSOR_FILE) == (CONFIG_NAME, IMAGE_PROCESSOR_NAME)

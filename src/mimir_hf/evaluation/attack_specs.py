@@ -34,6 +34,7 @@ from typing import Any
 from ..attacks import NORMS
 from ..mutual_information import estimator_hyperparameters
 from ..validation import check_budget
+from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = [
     "ATTACK_NAMES",
@@ -128,7 +129,7 @@ class AttackSettings:
     adaptive_steps: int = 100
     mi_weight: float = 1e-5
     autoattack_version: str = "standard"
-    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
+    autoattack_attacks: tuple[str, ...] = STANDARD_AUTOATTACK  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
     norm: str = "Linf"

@@ -19,14 +19,15 @@ from ..validation import check_pixel_values
 from .attack_specs import AttackSettings, AttackSpec, plan_attacks
 from .attacks import Attack
 from .autoattack import autoattack_version as _autoattack_package_version
+from ..artefacts import AUTOATTACK_LOG
 from .autoattack import capture_autoattack_log, component_results
 from .checks import LARGE_EPSILON, run_checks
-from .loading import check_labels, classifier_image_size, load_classifier
+from .loading import check_labels, classifier_image_size, load_classifier, weights_fingerprint
 from .plots import plot_accuracy_vs_epsilon
 from .results import AttackResult
-from .robustness_report import AUTOATTACK_LOG, RobustnessReport
+from .robustness_report import RobustnessReport
 from .sharding import ProcessShard, current_shard, gather_records, wait_for_everyone
-from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, state_description, weights_fingerprint
+from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, state_description
 from .streaming import EvaluationData, prepare_evaluation_data
 from .wrapper import LogitsModel
 
@@ -110,6 +111,7 @@ def evaluate_robustness(
     )
     _check_data(wrapper, evaluation_data)
 
+    weights = weights_fingerprint(wrapper)
     out = Path(output_dir) if output_dir is not None else None
     n = len(evaluation_data)
     batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
@@ -117,9 +119,7 @@ def evaluate_robustness(
     state = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        description = state_description(
-            model_name, weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, settings.seed
-        )
+        description = state_description(model_name, weights, evaluation_data, split, specs, batch_size, settings.seed)
         state = EvaluationState(out / STATE_DIRNAME, description, resume=resume, owned=mine)
     logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
     records, autoattack_warnings = _attack_batches(
@@ -134,6 +134,7 @@ def evaluate_robustness(
         autoattack_warnings=autoattack_warnings,
         batch_size=batch_size,
         num_processes=shard.world_size,
+        weights_fingerprint=weights,
         check_tolerance=check_tolerance,
         large_epsilon_max_accuracy=large_epsilon_max_accuracy,
     )
@@ -186,7 +187,7 @@ def _checked_report(
         norm=settings.norm,
         large_epsilon_max_accuracy=large_epsilon_max_accuracy,
     )
-    return RobustnessReport(
+    return RobustnessReport.from_results(
         dataset=data.source_name,
         epsilon=settings.epsilon,
         seed=settings.seed,

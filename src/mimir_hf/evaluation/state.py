@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from .attack_specs import AttackSpec
     from .streaming import EvaluationData
 
@@ -38,7 +35,6 @@ __all__ = [
     "batch_seed",
     "fingerprint",
     "state_description",
-    "weights_fingerprint",
 ]
 
 STATE_DIRNAME = "eval_state"
@@ -137,17 +133,6 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
-    finished batches of its predecessor (its path alone would match)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def state_description(

@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..training.runs import RECIPE_CONFIG, RecipeConfig
+from ..artefacts import RECIPE_CONFIG
+from ..training.runs import RecipeConfig
 
 __all__ = [
-    "RECIPE_CONFIG",
     "chosen_settings",
     "config_extras",
     "load_recipe_config",

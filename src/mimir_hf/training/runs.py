@@ -16,10 +16,10 @@ import yaml
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..artefacts import RECIPE_CONFIG
 from .learning_rate import ScaledLearningRateArguments
 
 __all__ = [
-    "RECIPE_CONFIG",
     "RecipeConfig",
     "finish_distributed",
     "recipe_config_dict",
@@ -94,7 +94,6 @@ def recipe_config_dict(*instances: Any) -> dict[str, Any]:
     return values
 
 
-RECIPE_CONFIG = "recipe_config.yaml"
 _RECORD = "_record"
 _HEADER = (
     "# The arguments of a mimir_hf run: `--config <this file>` replays it. `_record` is not an option: it names\n"
