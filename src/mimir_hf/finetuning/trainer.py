@@ -41,6 +41,7 @@ from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve
 from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_trainer_push
 from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
+from ..training.streaming import StreamingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
 from .losses import mart_loss, pgd_at_loss, plain_loss, soft_target_cross_entropy, trades_loss
@@ -52,7 +53,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
+class AdversarialTrainer(StreamingMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and

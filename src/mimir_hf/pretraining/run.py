@@ -81,20 +81,23 @@ def run_pretraining(
         image_size = data_args.image_size or 32
         model = build_model(model_args, image_size)
 
-    train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
-    global_batch = training_args.per_device_train_batch_size * training_args.world_size
-    if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
-        raise ValueError(
-            f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
-            f"batch of {global_batch}; lower per_device_train_batch_size or add data."
-        )
+    if data_args.streaming:
+        train_data = data_args.training_stream(max_steps=training_args.max_steps)
+    else:
+        train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
+        global_batch = training_args.per_device_train_batch_size * training_args.world_size
+        if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
+            raise ValueError(
+                f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
+                f"batch of {global_batch}; lower per_device_train_batch_size or add data."
+            )
     eval_data = None
     if data_args.validation_split_size is not None:
         # The same seeded slice that finetuning holds out, so a comparison's validation images are never
         # seen by any stage; the pretraining loss is monitored on them when eval_strategy asks for it.
         train_data, eval_data = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
-        logger.info("Held %d training images out (seed %d); pretraining on the other %d.",
-                    len(eval_data), data_args.validation_split_seed, len(train_data))
+        logger.info("Held %d training images out (seed %d); pretraining on the %s.", len(eval_data), data_args.validation_split_seed,
+                    "rest of the stream" if data_args.streaming else f"other {len(train_data)}")
         if training_args.eval_strategy == "no":
             eval_data = None
         else:

@@ -24,6 +24,7 @@ from transformers.utils import logging
 from ..modeling import MimirForPreTraining
 from ..training import CheckedCollator, ConvertedCheckpointMixin, refuse_trainer_push
 from ..training.sampling import MixedSamplingMixin
+from ..training.streaming import StreamingMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
 
@@ -35,7 +36,7 @@ logger = logging.get_logger(__name__)
 _SUMMED_METRICS = {"mi_dropped_batches"}
 
 
-class MimirTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
+class MimirTrainer(StreamingMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """Stage 1 of MIMIR. Pass a `MimirForPreTraining` and `MimirTrainingArguments`.
 
     The method hyper-parameters in `args` are written into `model.config` so that they are saved
