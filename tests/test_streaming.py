@@ -14,7 +14,6 @@ from PIL import Image
 from transformers import HfArgumentParser
 
 from mimir_hf.data import DataArguments, ImageStream, ShardedStream, collate_images, eval_transform, hold_out_validation, load_image_dataset
-from mimir_hf.data.streaming import check_max_steps
 from stream_shards import image_ids, write_level_shards
 
 
@@ -83,9 +82,10 @@ def test_webdataset_tars_and_image_folders_stream(tmp_path):
     assert sorted(row["label"] for row in stream) == [0, 0, 0, 1, 1, 1]
 
 
-def test_streaming_needs_max_steps_and_a_whole_training_set():
+def test_streaming_needs_max_steps_and_a_whole_training_set(tmp_path):
+    data_args = DataArguments(dataset=str(write_level_shards(tmp_path / "pq", 4, 1)), streaming=True)
     with pytest.raises(ValueError, match="needs `max_steps`: an unsized stream has no epochs to count"):
-        check_max_steps(-1)
+        data_args.training_stream(max_steps=-1)
     with pytest.raises(ValueError, match="max_train_samples"):
         DataArguments(streaming=True, max_train_samples=10)
     with pytest.raises(ValueError, match="generated_data"):
@@ -160,3 +160,33 @@ def test_a_loader_resumes_exactly_where_it_stood(tmp_path, workers):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="dataloader_num_workers"):
         stream.loader(3, collate_images, **dict(options, num_workers=workers + 1)).load_state_dict(state)
+
+
+# ------------------------------------------------------------------------------------------ trainers
+def test_a_trainer_saves_the_stream_position_and_resumes_from_it(tmp_path):
+    """In one process: a run resumed from its step-2 checkpoint trains on the batches an uninterrupted run did."""
+    from mimir_hf.modeling import MimirForPreTraining, mimir_config
+    from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments
+    from tiny_runs import TINY_MAE
+
+    data_args = DataArguments(dataset=str(write_level_shards(tmp_path / "pq", 32, 4)), streaming=True, shuffle_buffer_size=8)
+    stream = data_args.training_dataset(data_args.training_stream(max_steps=4), 16)
+
+    def run(output_dir: Path, resume: str | None = None, **overrides) -> list[int]:
+        seen: list[int] = []
+
+        def recording(rows):
+            batch = collate_images(rows)
+            seen.extend(image_ids(batch["pixel_values"]))
+            return batch
+
+        torch.manual_seed(0)
+        model = MimirForPreTraining(mimir_config("vit-t", 16, **TINY_MAE))
+        options = dict(max_steps=4, save_strategy="steps", save_steps=2, report_to="none", disable_tqdm=True, use_cpu=True)
+        args = MimirTrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=4, seed=0, **{**options, **overrides})
+        MimirTrainer(model=model, args=args, train_dataset=stream, data_collator=recording).train(resume_from_checkpoint=resume)
+        return seen
+
+    uninterrupted = run(tmp_path / "a")
+    assert (tmp_path / "a" / "checkpoint-2" / "stream_state_0.json").is_file()
+    assert run(tmp_path / "a", resume=str(tmp_path / "a" / "checkpoint-2")) == uninterrupted[8:]

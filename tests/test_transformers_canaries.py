@@ -102,3 +102,11 @@ def test_canary_private_key_conversion_matches_from_pretrained(tmp_path, kind):
     assert set(state) == set(public)
     for key, value in public.items():
         assert torch.equal(state[key], value), key
+
+
+def test_canary_trainer_resumes_its_loader_through_get_resumed_dataloader():
+    """`StreamingMixin` resumes a streamed run in this hook (the stock one re-reads every batch already
+    trained); tests/test_streaming.py resumes through it. A transformers without it is refused there."""
+    import inspect
+
+    assert "get_resumed_dataloader" in inspect.getsource(Trainer._run_epoch)

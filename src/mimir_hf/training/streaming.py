@@ -82,12 +82,17 @@ class StreamingMixin:
     def get_train_dataloader(self):
         if not self._is_streamed():
             return super().get_train_dataloader()
-        args = self.args
-        _streaming_module().check_max_steps(args.max_steps)
+        args = self.args  # (the Trainer refuses an unsized training set without max_steps when it is built)
         if args.accelerator_config.dispatch_batches or args.accelerator_config.split_batches:
             raise ValueError(
                 "A streamed training set is split over the processes by its shards; leave accelerator_config's "
                 "dispatch_batches and split_batches unset."
+            )
+        per_epoch = [name for name in ("eval_strategy", "save_strategy") if getattr(args, name) == "epoch"]
+        if per_epoch:
+            logger.warning(
+                "With a streamed training set the Trainer's one epoch is the whole run: %s 'epoch' acts once, at the end. "
+                "Use 'steps' (with eval_steps / save_steps).", " and ".join(per_epoch),
             )
         if not any(isinstance(callback, StreamStateCallback) for callback in self.callback_handler.callbacks):
             self.add_callback(StreamStateCallback())
