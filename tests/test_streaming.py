@@ -190,3 +190,30 @@ def test_a_trainer_saves_the_stream_position_and_resumes_from_it(tmp_path):
     uninterrupted = run(tmp_path / "a")
     assert (tmp_path / "a" / "checkpoint-2" / "stream_state_0.json").is_file()
     assert run(tmp_path / "a", resume=str(tmp_path / "a" / "checkpoint-2")) == uninterrupted[8:]
+
+
+# ------------------------------------------------------------------------------------------ configs
+IMAGENET_TRAINING_IMAGES = 1_281_167 - 5_000  # ImageNet-1K's training split less the held-out validation images
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*_imagenet_vit_*.yaml")))
+def test_the_imagenet_configs_stream_the_papers_schedule_in_steps(name):
+    """The paper's epochs as steps at the GPU count each config names; both stages hold out the same images."""
+    from mimir_hf.cli import parse_recipe_args
+    from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
+    from mimir_hf.pretraining import MimirTrainingArguments
+    from mimir_hf.pretraining.run import PretrainModelArguments
+
+    config = Path(__file__).resolve().parents[1] / "recipes" / "configs" / name
+    types = (PretrainModelArguments, DataArguments, MimirTrainingArguments) if name.startswith("pretrain") else (
+        ModelArguments, DataArguments, AdversarialTrainingArguments)
+    _, data_args, args = parse_recipe_args(types, argv=["--config", str(config), "--bf16", "false"])
+    assert data_args.streaming and data_args.dataset == "ILSVRC/imagenet-1k"
+    assert (data_args.validation_split_size, data_args.validation_split_seed) == (5000, 0)
+    epochs, warmup, gpus = {"pretrain": (800, None, 4), "apgd": (300, 20, 8)}.get(
+        "pretrain" if name.startswith("pretrain") else "apgd" if "apgd" in name else "", (100, 10, 4))
+    per_step = gpus * args.per_device_train_batch_size
+    assert args.max_steps == round(epochs * IMAGENET_TRAINING_IMAGES / per_step)
+    assert args.warmup_steps == (0.05 if warmup is None else round(warmup * IMAGENET_TRAINING_IMAGES / per_step))
+    assert args.save_strategy == "steps" and args.save_steps == round(IMAGENET_TRAINING_IMAGES / per_step)
+    assert args.eval_strategy in ("no", "steps") and getattr(args, "warmup_epochs", None) is None
