@@ -18,9 +18,11 @@ For each number of DataLoader workers (0 = the main process decodes), the two ar
 interleaved rounds, so both see the same machine load; each round reads `--images` images (more
 than the shards hold, so the stream's refill of its window at a new pass is timed too) after a first
 batch that is not timed (worker start-up, the first window). Reported: median images/s of each, the ratio
-stream / map, and images/s per worker. The ratio is what to read on a shared machine; the absolute
-rate is one core's decode + augment rate on this CPU, from which the workers a GPU needs follow:
-workers = (the GPU's images/s) / (images/s per worker), docs/streaming.md.
+stream / map, images/s per worker, and (main-process loading) images per CPU-second of the process
+doing the work. On a shared machine read the ratio and the CPU-time rate: wall-clock rates there are
+what a time-shared core did, while the CPU-time rate is one core's decode + augment rate on this
+CPU, from which the workers a GPU needs follow: workers = (the GPU's images/s) / (images per
+CPU-second), docs/streaming.md.
 """
 
 from __future__ import annotations
@@ -69,16 +71,17 @@ def write_shards(folder: Path, num_images: int, num_shards: int, size: tuple[int
     return total // num_images
 
 
-def _rate(loader, images: int, batch_size: int) -> float:
-    """Images/s over `images` images after the first batch (worker start-up excluded)."""
+def _rates(loader, images: int) -> tuple[float, float]:
+    """(images per second, images per CPU-second of this process) over `images` images after the first batch
+    (worker start-up excluded). The second is one core's rate whatever else runs, when this process does the work."""
     iterator = iter(loader)
     next(iterator)
-    start, read = time.perf_counter(), 0
+    start, cpu_start, read = time.perf_counter(), time.process_time(), 0
     while read < images:
         read += len(next(iterator)["pixel_values"])
-    rate = read / (time.perf_counter() - start)
+    rates = read / (time.perf_counter() - start), read / (time.process_time() - cpu_start)
     del iterator  # stops the workers
-    return rate
+    return rates
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -122,18 +125,24 @@ def main(argv: list[str] | None = None) -> dict:
         rows = []
         for workers in args.workers:
             rates: dict[str, list[float]] = {"map": [], "stream": []}
+            cpu_rates: dict[str, list[float]] = {"map": [], "stream": []}
             for _ in range(args.rounds):
                 for name, loader in loaders(workers).items():
-                    rates[name].append(_rate(loader, args.images, args.batch_size))
+                    rate, cpu_rate = _rates(loader, args.images)
+                    rates[name].append(rate)
+                    cpu_rates[name].append(cpu_rate)
             medians = {name: statistics.median(values) for name, values in rates.items()}
-            rows.append({
+            row = {
                 "workers": workers,
                 "map_images_per_s": round(medians["map"], 1),
                 "stream_images_per_s": round(medians["stream"], 1),
                 "stream_over_map": round(medians["stream"] / medians["map"], 3),
                 "stream_images_per_s_per_worker": round(medians["stream"] / max(workers, 1), 1),
                 "rounds": {name: [round(v, 1) for v in values] for name, values in rates.items()},
-            })
+            }
+            if workers == 0:  # the main process decodes: its CPU time is the pipeline's
+                row.update({f"{name}_images_per_cpu_s": round(statistics.median(values), 1) for name, values in cpu_rates.items()})
+            rows.append(row)
     result = {
         "machine": machine_description(),
         "setup": {"num_images": args.num_images, "num_shards": args.num_shards, "source": list(args.source),
@@ -150,6 +159,10 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print(f"| {row['workers']} | {row['map_images_per_s']} | {row['stream_images_per_s']} | {row['stream_over_map']} | "
               f"{row['stream_images_per_s_per_worker']} |")
+    for row in rows:
+        if "stream_images_per_cpu_s" in row:
+            print(f"one core (CPU time of the main process, workers 0): map-style {row['map_images_per_cpu_s']}, streamed "
+                  f"{row['stream_images_per_cpu_s']} images per CPU-second")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -217,3 +218,16 @@ def test_the_imagenet_configs_stream_the_papers_schedule_in_steps(name):
     assert args.warmup_steps == (0.05 if warmup is None else round(warmup * IMAGENET_TRAINING_IMAGES / per_step))
     assert args.save_strategy == "steps" and args.save_steps == round(IMAGENET_TRAINING_IMAGES / per_step)
     assert args.eval_strategy in ("no", "steps") and getattr(args, "warmup_epochs", None) is None
+
+
+def test_the_evaluation_streams_the_first_images_of_its_split(tmp_path):
+    from test_evaluation_recipe import digits_checkpoint, load_recipe
+
+    folder = write_level_shards(tmp_path / "pq", 8, 1, split="test", num_labels=10, class_names=False)
+    digits_checkpoint(tmp_path / "ckpt")
+    load_recipe().main([
+        "--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "eval"), "--dataset", str(folder),
+        "--streaming", "true", "--max_eval_samples", "5", "--attacks", "clean", "--epsilon_sweep", "[]", "--no_progress", "true",
+    ])
+    report = json.loads((tmp_path / "eval" / "robustness.json").read_text())
+    assert (report["dataset"], report["split"], report["num_samples"]) == (str(folder), "test", 5)

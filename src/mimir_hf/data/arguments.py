@@ -29,7 +29,8 @@ class DataArguments:
         default="builtin:digits",
         metadata={
             "help": "Image source: a Hub dataset name (e.g. `uoft-cs/cifar10`, `zh-plus/tiny-imagenet`, "
-            "`ILSVRC/imagenet-1k`), a local image folder (one subfolder per class), a `.npz` file, glob or "
+            "`ILSVRC/imagenet-1k`), a local image folder (one subfolder per class), a folder of parquet or webdataset "
+            "`.tar` shards (splits from the file names: `train-*.parquet`, ...), a `.npz` file, glob or "
             "directory of `.npz` files (keys `images`/`labels` or `image`/`label`), or `builtin:digits` "
             "(scikit-learn's handwritten digits at 32x32; needs no download)."
         },
@@ -201,20 +202,10 @@ class DataArguments:
         `max_steps` is the run's: a stream cannot tell how many steps an epoch is, so it must be set.
         """
         from .shards import ShardedStream
-        from .sources import load_image_dataset
         from .streaming import check_max_steps
 
         check_max_steps(max_steps)
-        stream = load_image_dataset(
-            self.dataset,
-            self.train_split,
-            config_name=self.dataset_config,
-            image_column=self.image_column,
-            label_column=self.label_column,
-            require_labels=require_labels,
-            streaming=True,
-        )
-        return ShardedStream.from_dataset(stream)
+        return ShardedStream.from_dataset(self._load(self.train_split, require_labels=require_labels, streaming=True))
 
     def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
         """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""
@@ -234,6 +225,9 @@ class DataArguments:
         With `streaming`, a split read with `max_samples` is streamed up to that many images and no
         further (an evaluation subset, the preview grid); a whole split is loaded as without it.
         """
+        return self._load(split, require_labels=require_labels, max_samples=max_samples, streaming=self.streaming and max_samples is not None)
+
+    def _load(self, split: str, *, require_labels: bool, max_samples: int | None = None, streaming: bool):
         from .sources import load_image_dataset
 
         return load_image_dataset(
@@ -244,5 +238,5 @@ class DataArguments:
             label_column=self.label_column,
             require_labels=require_labels,
             max_samples=max_samples,
-            streaming=self.streaming and max_samples is not None,
+            streaming=streaming,
         )

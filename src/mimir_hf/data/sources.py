@@ -34,6 +34,7 @@ _IMAGE_NAMES = ("img", "image", "images", "pixel_values", "png", "jpg")
 _LABEL_NAMES = ("label", "labels", "fine_label", "class", "target", "cls")
 # Folders of these files are read by `datasets`' packaged builders (by extension), not as image folders.
 _DATA_FILE_FORMATS = {".parquet": "parquet", ".tar": "webdataset", ".arrow": "arrow"}
+_IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Shards of a stream made from an indexed (map-style) source: enough for many processes x workers.
 _MAX_INDEXED_SHARDS = 1024
 
@@ -118,12 +119,17 @@ def _normalise_columns(
 
 
 def _data_files_format(folder: str) -> str | None:
-    """`datasets`' builder for a folder of data files (parquet, webdataset, arrow), None for anything else."""
+    """`datasets`' builder for a folder of data files (parquet, webdataset, arrow), None for anything else
+    (decided at the first data or image file met, so a large image folder is not walked whole)."""
     for _, _, files in os.walk(folder):
-        for name in files:
-            found = _DATA_FILE_FORMATS.get(os.path.splitext(name)[1].lower())
-            if found is not None and not name.startswith("."):
-                return found
+        for name in sorted(files):
+            extension = os.path.splitext(name)[1].lower()
+            if name.startswith("."):
+                continue
+            if extension in _DATA_FILE_FORMATS:
+                return _DATA_FILE_FORMATS[extension]
+            if extension in _IMAGE_EXTENSIONS:
+                return None
     return None
 
 

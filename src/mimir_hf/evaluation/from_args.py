@@ -75,6 +75,10 @@ def _evaluate_from_args(eval_args: Any, data_args: Any, *, progress: bool | None
             ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
             indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
             dataset_name = data_args.dataset
+    if getattr(data_args, "streaming", False) and indices is None and data_args.max_eval_samples is not None:
+        # the split's first images, streamed: the rest of it is never downloaded (a whole split loads as without streaming)
+        data = data_args.load(data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples)
+        dataset_name = data_args.dataset
     # Every argument whose name evaluate_robustness also takes goes through by name (so a new option
     # needs no line here); only the few whose names differ, or that were resolved above, are mapped.
     parameters = inspect.signature(evaluate_robustness).parameters
