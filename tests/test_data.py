@@ -152,7 +152,7 @@ def _hub_like() -> Dataset:
 def test_hub_source_detects_and_names_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_load_dataset(name: str, config: str | None = None, *, split: str) -> Dataset:
+    def fake_load_dataset(name: str, config: str | None = None, *, split: str, streaming: bool = False) -> Dataset:
         calls.append((name, config, split))
         return _hub_like()
 

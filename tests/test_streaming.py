@@ -227,7 +227,7 @@ def test_the_evaluation_streams_the_first_images_of_its_split(tmp_path):
     digits_checkpoint(tmp_path / "ckpt")
     load_recipe().main([
         "--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "eval"), "--dataset", str(folder),
-        "--streaming", "true", "--max_eval_samples", "5", "--attacks", "clean", "--epsilon_sweep", "[]", "--no_progress", "true",
+        "--streaming", "true", "--max_eval_samples", "5", "--attacks", "clean", "--epsilon_sweep", "8/255", "--no_progress", "true",
     ])
     report = json.loads((tmp_path / "eval" / "robustness.json").read_text())
     assert (report["dataset"], report["split"], report["num_samples"]) == (str(folder), "test", 5)
