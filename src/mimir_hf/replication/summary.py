@@ -27,7 +27,16 @@ import numpy as np
 from ..evaluation.comparison_inputs import EvaluationFolder, check_comparable, load_evaluation
 from ..evaluation.paired_statistics import bootstrap_means, mcnemar_exact, percentile_interval
 
-__all__ = ["SeedDifference", "WorstCaseOver", "compare_worst_cases", "outcome", "seed_differences", "worst_case_over"]
+__all__ = [
+    "SeedDifference",
+    "WorstCaseOver",
+    "compare_worst_cases",
+    "format_summary_markdown",
+    "outcome",
+    "seed_differences",
+    "summarize",
+    "worst_case_over",
+]
 
 WORST_CASE = "worst case"
 
@@ -175,3 +184,97 @@ def compare_worst_cases(first: WorstCaseOver, second: WorstCaseOver, *, bootstra
             "interval": list(percentile_interval(replicates[:, 0] - replicates[:, 1], confidence)),
             "only_first": only_first, "only_second": only_second, "mcnemar_p": mcnemar_exact(only_first, only_second),
             "bootstrap": {"samples": bootstrap_samples, "seed": seed, "confidence": confidence}}
+
+
+# ---------------------------------------------------------------------- a summary described by a YAML file
+def summarize(config: Mapping[str, Any], *, progress: bool = False) -> dict[str, Any]:
+    """Every table of a summary config (see recipes/summarize_replication.py); entries whose folders do not
+    exist yet are listed under `not_available` instead of failing, so that a summary of a run in progress
+    regenerates what is there."""
+    from ..evaluation import compare_evaluations
+
+    unknown = sorted(set(config) - {"output_dir", "bootstrap_samples", "bootstrap_seed", "comparisons", "seeds", "worst_case"})
+    if unknown:
+        raise ValueError(f"unknown summary keys {unknown}: a summary has output_dir, bootstrap_samples, bootstrap_seed, "
+                         "comparisons, seeds and worst_case.")
+    output_dir = Path(config["output_dir"])
+    samples, seed = int(config.get("bootstrap_samples", 10_000)), int(config.get("bootstrap_seed", 0))
+    summary: dict[str, Any] = {"comparisons": {}, "seeds": {}, "worst_case": {}, "not_available": [],
+                               "bootstrap": {"samples": samples, "seed": seed, "confidence": 0.95}}
+
+    def available(name: str, folders: Sequence[str]) -> bool:
+        missing = [f for f in folders if not Path(f).is_dir()]
+        if missing:
+            summary["not_available"].append({"table": name, "missing": missing})
+        return not missing
+
+    for name, models in (config.get("comparisons") or {}).items():
+        if available(name, list(models.values())):
+            comparison = compare_evaluations(list(models.values()), names=list(models), bootstrap_samples=samples, seed=seed,
+                                             output_dir=output_dir / name, progress=progress)
+            summary["comparisons"][name] = {"folder": str(output_dir / name), "models": list(models),
+                                            "num_samples": comparison.num_samples}
+    for name, entry in (config.get("seeds") or {}).items():
+        runs = {int(s): tuple(pair) for s, pair in entry["runs"].items()}
+        present = {s: pair for s, pair in runs.items() if all(Path(f).is_dir() for f in pair)}
+        if len(present) < len(runs):
+            summary["not_available"].append({"table": name, "missing": [f for p in runs.values() for f in p if not Path(f).is_dir()]})
+        if present:
+            summary["seeds"][name] = {"first": entry["first"], "second": entry["second"],
+                                      "metrics": [seed_differences(present, metric, bootstrap_samples=samples, seed=seed)
+                                                  for metric in entry["metrics"]]}
+    for name, entry in (config.get("worst_case") or {}).items():
+        models = entry["models"]
+        if not available(name, [f for folders in models.values() for f in folders]):
+            continue
+        joined = {model: worst_case_over(folders, model) for model, folders in models.items()}
+        pairs = [compare_worst_cases(joined[a], joined[b], bootstrap_samples=samples, seed=seed) for a, b in entry.get("pairs", [])]
+        summary["worst_case"][name] = {"models": [j.to_dict() for j in joined.values()], "pairs": pairs}
+    return summary
+
+
+def format_summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The tables of `summarize`, in percent (differences in points)."""
+    from ..evaluation.comparison_markdown import format_percent
+
+    def p(value: float) -> str:
+        return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+    lines = ["# Replication summary", ""]
+    for name, entry in summary["comparisons"].items():
+        lines.append(f"- Paired comparison `{name}` ({', '.join(entry['models'])}, {entry['num_samples']} images): "
+                     f"`{entry['folder']}/comparison.md`.")
+    for name, entry in summary["seeds"].items():
+        lines += ["", f"## {entry['first']} − {entry['second']} across seeds (`{name}`)", "",
+                  "| metric | seed | difference (points) [95 % over images] | only first | only second | McNemar p |",
+                  "|---|---|---|---|---|---|"]
+        for metric in entry["metrics"]:
+            for d in metric["seeds"]:
+                low, high = d["interval"]
+                lines.append(f"| {metric['metric']} ({metric['num_samples']}) | {d['seed']} | {format_percent(d['difference'], True)} "
+                             f"[{format_percent(low, True)}, {format_percent(high, True)}] | {d['only_first']} | "
+                             f"{d['only_second']} | {p(d['mcnemar_p'])} |")
+            low, high = metric["mean_interval_over_images"]
+            lines.append(f"| {metric['metric']} | mean of {len(metric['seeds'])} | {format_percent(metric['mean_difference'], True)} "
+                         f"[{format_percent(low, True)}, {format_percent(high, True)}] | | | spread between seeds "
+                         f"{format_percent(metric['spread_between_seeds'])} |")
+    for name, entry in summary["worst_case"].items():
+        attacks = list(dict.fromkeys(a for m in entry["models"] for a in m["accuracy"]))
+        lines += ["", f"## Worst case over evaluations (`{name}`)", "",
+                  "| model | " + " | ".join(attacks) + " | worst case over all | images only one attack breaks |",
+                  "|---|" + "---|" * (len(attacks) + 2)]
+        for m in entry["models"]:
+            only = ", ".join(f"{a} {n}" for a, n in m["only_broken_by"].items())
+            lines.append(f"| {m['name']} ({m['num_samples']}) | " + " | ".join(
+                format_percent(m["accuracy"][a]) if a in m["accuracy"] else "—" for a in attacks)
+                + f" | {format_percent(m['worst_case'])} | {only} |")
+        for pair in entry["pairs"]:
+            low, high = pair["interval"]
+            lines.append(f"\n{pair['first']} − {pair['second']} on the worst case over all: "
+                         f"{format_percent(pair['difference'], True)} points [{format_percent(low, True)}, "
+                         f"{format_percent(high, True)}], {pair['only_first']} vs {pair['only_second']} images, "
+                         f"McNemar p = {p(pair['mcnemar_p'])}.")
+    if summary["not_available"]:
+        lines += ["", "Not available yet: " + "; ".join(f"`{n['table']}` ({len(n['missing'])} folder(s) missing)"
+                                                      for n in summary["not_available"]) + "."]
+    return "\n".join(lines) + "\n"
