@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
 from ..validation import check_budget
-from .conversion import POOLINGS
+from ..modeling.classifier_configs import POOLINGS
 
 __all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments", "TRADES_STARTS"]
 
