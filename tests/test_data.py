@@ -43,12 +43,25 @@ def _isolated_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_data_arguments_parse_with_help() -> None:
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--image_size", "32"])
     assert args.dataset == "builtin:digits" and args.train_split == "train" and args.eval_split == "test"
-    assert args.image_size == 32 and args.resolve_image_size(224) == 32
-    assert DataArguments().resolve_image_size([64, 64]) == 64
+    assert args.image_size == 32
     for field in DataArguments.__dataclass_fields__.values():
         assert field.metadata.get("help"), field.name
     with pytest.raises(ValueError, match="max_train_samples"):
         DataArguments(max_train_samples=0)
+
+
+def test_image_size_is_the_explicit_one_then_the_checkpoints_then_32() -> None:
+    explicit = DataArguments(image_size=48)
+    assert explicit.resolve_image_size(224) == 48  # a classifier interpolates its positions to the data's size
+    assert explicit.resolve_image_size(None) == 48
+    assert DataArguments().resolve_image_size([64, 64]) == 64
+    assert DataArguments().resolve_image_size(None) == 32  # a preset model is built at CIFAR-10's size
+    assert DataArguments().resolve_image_size(224, resizable=False) == 224
+    assert DataArguments(image_size=224).resolve_image_size(224, resizable=False) == 224
+    with pytest.raises(ValueError, match="image_size=48 but the checkpoint was built for 224"):
+        explicit.resolve_image_size(224, resizable=False)  # a pretraining checkpoint cannot change resolution
+    with pytest.raises(ValueError, match="square"):
+        DataArguments().resolve_image_size([64, 32])
 
 
 def test_builtin_digits_deterministic_split() -> None:

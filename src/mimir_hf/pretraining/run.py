@@ -72,13 +72,9 @@ def run_pretraining(
     set_seed(training_args.seed)
     if model_args.model_name_or_path:
         model = build_model(model_args, image_size=0)
-        image_size = model.config.image_size
-        if data_args.image_size not in (None, image_size):
-            raise ValueError(
-                f"image_size={data_args.image_size} but the checkpoint was built for {image_size}; leave image_size unset."
-            )
+        image_size = data_args.resolve_image_size(model.config.image_size, resizable=False)
     else:
-        image_size = data_args.image_size or 32
+        image_size = data_args.resolve_image_size(None)
         model = build_model(model_args, image_size)
 
     train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
