@@ -16,8 +16,14 @@ import torch
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.data import DataArguments
 from mimir_hf.modeling import MimirForPreTraining, mimir_config
-from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments, craft_adversarial_pixels, mae_attack_objective
-from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
+from mimir_hf.pretraining import (
+    MimirTrainer,
+    MimirTrainingArguments,
+    PretrainModelArguments,
+    craft_adversarial_pixels,
+    mae_attack_objective,
+)
+from mimir_hf.pretraining.run import run_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

@@ -1,8 +1,9 @@
 """What `recipes/finetune.py` does, as a library function so that it can be tested and reused.
 
 Data → classifier (converted from the pretrained encoder, or from scratch) → `AdversarialTrainer`
-→ an output folder that is a stock `vit` checkpoint: weights, config with `id2label`, the image
-processor that reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
+→ an output folder that is a stock transformers classifier checkpoint (`beit`, the mean-pooled
+default, or `vit` with `pooling: cls`): weights, config with `id2label`, the image processor that
+reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
 """
 
 from __future__ import annotations

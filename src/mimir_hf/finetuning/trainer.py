@@ -38,7 +38,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
-from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_trainer_push
+from ..training import CheckedCollator, ConvertedCheckpointMixin, check_batch_labels, refuse_trainer_push
 from ..training.ema import WeightEMACallback
 from ..training.sampling import MixedSamplingMixin
 from .arguments import AdversarialTrainingArguments
@@ -206,11 +206,6 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
             objective, pixel_values, model=model, check_inputs=False, freeze_parameters=self._freeze_during_attack, **budget
         )
 
-    @staticmethod
-    def _check_labels(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-        check_labels(labels, num_classes)
-        return labels
-
     def compute_loss(
         self,
         model: nn.Module,
@@ -223,7 +218,7 @@ class AdversarialTrainer(MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
         labels = inputs.get("labels")
         if not model.training:  # evaluation: clean loss, robust accuracy is measured in prediction_step
             outputs = model(pixel_values=pixel_values)
-            labels = self._check_labels(labels, outputs.logits.shape[-1])
+            check_batch_labels(labels, outputs.logits.shape[-1])
             loss = F.cross_entropy(outputs.logits.float(), labels)
             return (loss, outputs) if return_outputs else loss
 

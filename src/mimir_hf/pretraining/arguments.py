@@ -1,6 +1,7 @@
-"""`MimirTrainingArguments`: the MIMIR method's hyper-parameters next to the stock training ones.
+"""The pretraining stage's command line: `MimirTrainingArguments` (the MIMIR method's
+hyper-parameters next to the stock training ones) and `PretrainModelArguments` (which network).
 
-Defaults are the paper's pretraining recipe (see `shared/MIMIR.md`), so a config only has to
+Defaults are the paper's pretraining recipe (see `docs/MIMIR.md`), so a config only has to
 state what differs. The method fields are copied into the model's `MimirConfig` when training
 starts, which is how they travel inside every checkpoint.
 """
@@ -18,7 +19,7 @@ from ..modeling.configuration_mimir import (
     check_method_settings,
 )
 
-__all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
+__all__ = ["METHOD_FIELDS", "MimirTrainingArguments", "PretrainModelArguments"]
 
 # Fields shared with `MimirConfig`: the trainer writes them into the model config.
 METHOD_FIELDS = (
@@ -145,3 +146,20 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
         config = {name: getattr(self, name) for name in METHOD_FIELDS}
         config["mi_batch_size"] = self.per_device_train_batch_size
         return config
+
+
+@dataclass
+class PretrainModelArguments:
+    """Which network to pretrain: a named size (optionally shrunk) or an existing ViT-MAE checkpoint."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from a ViT-MAE / MIMIR checkpoint (path or Hub id) instead of a new model."}
+    )
+    model_size: str = field(default="vit-t", metadata={"help": "vit-t, vit-s, vit-b or vit-l (the paper's encoders)."})
+    patch_size: int | None = field(default=None, metadata={"help": "Patch size; default 2 / 4 / 16 for 32 / 64 / 224 px."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small CPU runs)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override the MLP width (default 4 × hidden)."})
+    norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised targets (all published runs)."})
+    num_preview_images: int = field(default=8, metadata={"help": "Rows of the reconstruction grid PNG (0: none)."})

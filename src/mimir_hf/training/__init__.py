@@ -1,6 +1,6 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
-from .batches import CheckedCollator, check_labels
+from .batches import CheckedCollator, check_batch_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
@@ -14,7 +14,7 @@ __all__ = [
     "ScaledLearningRateArguments",
     "WeightEMA",
     "WeightEMACallback",
-    "check_labels",
+    "check_batch_labels",
     "finish_distributed",
     "load_checkpoint_weights",
     "refuse_trainer_push",
