@@ -16,7 +16,6 @@ shows the traceback).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from mimir_hf.evaluation.robustbench import (
     write_robustbench_corruptions_info,
     write_robustbench_submission,
 )
+from mimir_hf.launch import is_main_process
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_quickstart.yaml"
 ROBUSTBENCH_QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_robustbench_quickstart.yaml"
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
-    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0 writes and prints
+    main_process = is_main_process()  # under `accelerate launch`, rank 0 writes and prints
     if main_process:
         save_recipe_config(output_dir, eval_args, data_args, robustbench_args)
 
