@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
+from ..validation import Budget, parse_budget_fields
 from ..modeling.configuration_mimir import (
     ATTACK_TARGETS,
     MI_COMPUTE_DTYPES,
@@ -46,7 +47,8 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
 
     Parameters:
         attack_epsilon (`float`, defaults to 8/255):
-            L∞ radius ε of the pretraining attack, in [0, 1] pixel units.
+            L∞ radius ε of the pretraining attack, in [0, 1] pixel units; YAML and the command line
+            may write it as a fraction (`8/255`), as every budget field.
         attack_step_size (`float`, defaults to 10/255):
             PGD step α.
         attack_steps (`int`, defaults to 1):
@@ -83,8 +85,8 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             Log the attack's gain (reconstruction loss on x′ minus on x); costs one extra forward.
     """
 
-    attack_epsilon: float = field(default=8 / 255, metadata={"help": "L∞ radius of the pretraining attack ([0,1] units)."})
-    attack_step_size: float = field(default=10 / 255, metadata={"help": "PGD step size α ([0,1] units)."})
+    attack_epsilon: Budget = field(default=8 / 255, metadata={"help": "L∞ radius of the pretraining attack ([0,1] units): 8/255 or 0.0314."})
+    attack_step_size: Budget = field(default=10 / 255, metadata={"help": "PGD step size α ([0,1] units, e.g. 10/255)."})
     attack_steps: int = field(default=1, metadata={"help": "PGD steps; 0 disables the attack (plain MAE)."})
     attack_target: str = field(
         default="adversarial",
@@ -128,6 +130,7 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
     )
 
     def __post_init__(self) -> None:
+        parse_budget_fields(self)
         super().__post_init__()
         check_method_settings(self)
         if self.fp16 and self.attack_steps > 0:
