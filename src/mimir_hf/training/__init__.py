@@ -1,5 +1,6 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
+from .accumulation import MicroBatchMeanLossMixin
 from .batches import CheckedCollator, check_batch_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
@@ -11,6 +12,7 @@ __all__ = [
     "ConvertedCheckpointMixin",
     "DEFAULT_LEARNING_RATE",
     "EMA_FILE",
+    "MicroBatchMeanLossMixin",
     "ScaledLearningRateArguments",
     "WeightEMA",
     "WeightEMACallback",
