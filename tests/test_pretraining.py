@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mimir_hf.cli import parse_recipe_args
-from mimir_hf.data import DataArguments
+from mimir_hf.data import DataArguments, collate_images, eval_transform, with_transform
 from mimir_hf.modeling import MimirForPreTraining, mimir_config
 from mimir_hf.pretraining import (
     MimirTrainer,
@@ -202,6 +202,23 @@ def test_recipe_writes_a_complete_output_folder(tmp_path):
 
     pixels = processor(Image.new("RGB", (32, 32), (255, 0, 0)), return_tensors="pt")["pixel_values"]
     assert pixels.max() == 1.0 and pixels.min() == 0.0  # rescaled to [0, 1], not normalised
+
+
+def test_the_reconstruction_picture_shows_held_out_training_images_never_test_images(tmp_path, monkeypatch):
+    from mimir_hf.data.splits import hold_out_validation
+    from mimir_hf.pretraining import run as run_module
+
+    shown = []
+    monkeypatch.setattr(run_module, "save_reconstruction_grid", lambda model, pixels, path: shown.append(pixels) or path)
+    model_args, data_args, training_args = _tiny_recipe_args(tmp_path, "builtin:digits", max_steps=1)
+    data_args.validation_split_size, data_args.validation_split_seed = 8, 3
+    run_pretraining(model_args, data_args, training_args)
+    train = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
+    _, held_out = hold_out_validation(train, 8, seed=3)
+    expected = collate_images(list(with_transform(held_out.select(range(4)), eval_transform(32))))["pixel_values"]
+    torch.testing.assert_close(shown[0], expected)
+    test_images = collate_images(list(with_transform(data_args.load(data_args.eval_split, max_samples=4), eval_transform(32))))
+    assert not torch.equal(shown[0], test_images["pixel_values"])
 
 
 def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None = None) -> str:

@@ -66,11 +66,12 @@ def run_pretraining(
             f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
             f"batch of {global_batch}; lower per_device_train_batch_size or add data."
         )
-    eval_data = None
+    eval_data = held_out = None
     if data_args.validation_split_size is not None:
         # The same seeded slice that finetuning holds out, so a comparison's validation images are never
         # seen by any stage; the pretraining loss is monitored on them when eval_strategy asks for it.
-        train_data, eval_data = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
+        train_data, held_out = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
+        eval_data = held_out
         logger.info("Held %d training images out (seed %d); pretraining on the other %d.",
                     len(eval_data), data_args.validation_split_seed, len(train_data))
         if training_args.eval_strategy == "no":
@@ -99,7 +100,13 @@ def run_pretraining(
         make_image_processor(image_size, data_args.eval_crop_fraction).save_pretrained(output_dir)
         save_recipe_config(output_dir, model_args, data_args, training_args)
         if model_args.num_preview_images > 0:
-            preview = data_args.load(data_args.eval_split, max_samples=model_args.num_preview_images)
+            # Drawn from the held-out training images when there are any, so that no committed picture of a
+            # run shows test images; otherwise from the first images of the evaluation split.
+            count = model_args.num_preview_images
+            if held_out is not None:
+                preview = held_out.select(range(min(count, len(held_out))))
+            else:
+                preview = data_args.load(data_args.eval_split, max_samples=count)
             pixels = collate_images(list(with_transform(preview, eval_transform(image_size, data_args.eval_crop_fraction))))
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             path = save_reconstruction_grid(unwrapped, pixels["pixel_values"].to(unwrapped.device), output_dir / "reconstructions.png")
