@@ -6,7 +6,9 @@ weights to report as unexpected; a report that does appear is a real mismatch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -51,30 +53,31 @@ class _Records(logging.Handler):
         return [record.getMessage() for record in self.records]
 
 
-def _recording(name: str, level: int):
+@contextlib.contextmanager
+def _recorded(name: str, level: int) -> Iterator[_Records]:
     logger = logging.getLogger(name)
     handler = _Records()
     logger.addHandler(handler)  # on the logger itself: reached even where propagation is off
     previous = logger.level
     logger.setLevel(level)
-    return logger, handler, previous
+    try:
+        yield handler
+    finally:
+        logger.setLevel(previous)
+        logger.removeHandler(handler)
 
 
 @pytest.fixture
 def library_log():
-    logger, handler, previous = _recording("mimir_hf.finetuning", logging.INFO)
-    yield handler
-    logger.setLevel(previous)
-    logger.removeHandler(handler)
+    with _recorded("mimir_hf.finetuning", logging.INFO) as handler:
+        yield handler
 
 
 @pytest.fixture
 def transformers_log():
     """transformers' warnings (its LOAD REPORT is one), whatever stream its own handler writes to."""
-    logger, handler, previous = _recording("transformers", logging.WARNING)
-    yield handler
-    logger.setLevel(previous)
-    logger.removeHandler(handler)
+    with _recorded("transformers", logging.WARNING) as handler:
+        yield handler
 
 
 def _load_report_shown(log: _Records) -> bool:
