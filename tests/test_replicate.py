@@ -112,15 +112,13 @@ def test_plan_orders_stages_and_applies_overrides(tmp_path):
 
 def test_results_come_only_from_the_reports(tmp_path):
     args = plan(["--output_dir", str(tmp_path), "--arms", "a,c"])
-    report = {
-        "num_samples": 4, "threat_model": {"epsilon": 8 / 255},
-        "attacks": {"clean": {"accuracy": 0.75}, "pgd-20": {"accuracy": 0.5},
-                    "autoattack": {"accuracy": 0.25, "version": "custom", "attacks": ["apgd-ce", "apgd-t"]}},
-        "worst_case": {"accuracy": 0.25, "attacks": ["clean", "pgd-20", "autoattack"]},
-        "checks": [{"name": "x", "passed": True}], "checks_passed": True,
-    }
-    (tmp_path / "eval-mimir").mkdir()
-    (tmp_path / "eval-mimir" / "robustness.json").write_text(json.dumps(report))
+    from evaluation_folders import write_evaluation
+
+    from mimir_hf.evaluation import AttackSettings
+
+    clean, pgd, aa = np.array([1, 1, 1, 0], bool), np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool)
+    write_evaluation(tmp_path / "eval-mimir", {"clean": clean, "pgd-20": pgd, "autoattack": aa}, np.arange(4) % 10,
+                     AttackSettings(autoattack_version="custom", autoattack_attacks=("apgd-ce", "apgd-t")))
     log = {"pretrain-mimir": {"wall_time_seconds": 65.0}, "finetune-mimir": {"wall_time_seconds": 5.0}}
     results = write_results(args, log)
     scratch, mimir = results["arms"]
@@ -490,6 +488,11 @@ def test_runs_name_arms_at_seeds_and_the_config_set_defines_ablation_arms(tmp_pa
     assert "pretrain-mae" not in stages and "finetune-scratch" not in stages
     only = plan(["--config_set", str(V3_SET), "--arms", "c@1,d", "--adaptive", "c@1", "--output_dir", "o"])
     assert [s.name for s in plan_stages(only)][0] == "pretrain-mimir-seed1"
+    # the set's adaptive runs apply to the runs planned; the strong-MI arm alone gets no adaptive evaluation
+    strong = plan_stages(plan(["--config_set", str(V3_SET), "--arms", "f", "--output_dir", "o"]))
+    assert [s.name for s in strong] == ["pretrain-mimir-strong", "finetune-mimir-strong", "eval-mimir-strong",
+                                        "eval-mimir-strong-autoattack"]
+    assert strong[0].overrides[-2:] == ["--mi_weight", "3.5e-3"]
     for bad in (["--arms", "x"], ["--arms", "b@one"], ["--arms", "b,b"], ["--arms", "b", "--adaptive", "c@1"]):
         with pytest.raises(ValueError):
             plan(["--config_set", str(V3_SET), *bad])

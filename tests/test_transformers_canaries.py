@@ -175,3 +175,12 @@ def test_canary_auto_mapping_tables_name_our_stock_classes():
         for model_type in ("beit", "vit", "vit_mae"):
             if model_type in table:
                 assert hasattr(transformers, table[model_type]), table[model_type]
+
+
+def test_canary_stock_file_names_are_transformers_own():
+    """mimir_hf.artefacts spells the stock files' names; transformers keeps its own in `transformers.utils`."""
+    from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME
+
+    from mimir_hf.artefacts import IMAGE_PROCESSOR_FILE, MODEL_CONFIG_FILE
+
+    assert (MODEL_CONFIG_FILE, IMAGE_PROCESSOR_FILE) == (CONFIG_NAME, IMAGE_PROCESSOR_NAME)

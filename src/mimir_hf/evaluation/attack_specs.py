@@ -30,6 +30,7 @@ from typing import Any
 
 from ..attacks import NORMS
 from ..validation import parse_budget  # re-exported: the evaluation's budgets are read by the same parser
+from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = [
     "ATTACK_NAMES",
@@ -79,7 +80,7 @@ class AttackSettings:
     adaptive_steps: int = 100
     mi_weight: float = 1e-5
     autoattack_version: str = "standard"
-    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
+    autoattack_attacks: tuple[str, ...] = STANDARD_AUTOATTACK  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
     norm: str = "Linf"  # the threat model: "Linf" or "L2"

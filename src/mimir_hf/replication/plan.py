@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ..artefacts import is_hub_id
 from .arguments import _REPOSITORY_RECIPES, ReplicationArguments
 from .arms import Arm, Run, arms_from_config_set, finetune_method_label, parse_runs
 
@@ -107,8 +108,9 @@ class Replication:
         if adaptive and not has_adaptive:
             raise ValueError("--adaptive needs an evaluate_adaptive config (in --config_dir or the config set).")
         unplanned = sorted({run.key for run in adaptive} - {run.key for run in runs})
-        if unplanned:
+        if unplanned and args.adaptive is not None:
             raise ValueError(f"--adaptive names runs that --arms does not plan: {unplanned}.")
+        adaptive = [run for run in adaptive if run.key not in unplanned]  # the config set's, for the runs planned
         extra = {key: " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part)
                  for key in ("pretrain_args", "finetune_args", "eval_args")}  # the set's defaults first, the user's after
         accelerate = args.accelerate_config or config_set.get("accelerate_config")
@@ -242,8 +244,7 @@ def check_data_dir(replication: Replication, stages: list[Stage]) -> None:
                          "(the .npz loader reads them in place), or another --dataset source such as uoft-cs/cifar10.")
     local = Path(source).expanduser()
     if not local.exists():
-        looks_like_hub_id = source.count("/") == 1 and not source.startswith((".", "/", "~")) or source.startswith("builtin:")
-        if looks_like_hub_id:
+        if is_hub_id(source) or source.startswith("builtin:"):
             return  # a Hub data set: the first stage downloads (and checks) it
         raise ValueError(f"--data_dir {source!r} does not exist.")
     from ..data import load_image_dataset

@@ -13,23 +13,34 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..artefacts import REPORT_FILE
+from ..evaluation import RobustnessReport
 from .plan import EVALUATIONS, Evaluation, Replication
 from .scheduler import format_seconds, load_stage_log
 
 __all__ = ["HEADLINE_ATTACKS", "collect_results", "format_markdown", "paired_statistics", "plot_results", "write_results"]
 
 HEADLINE_ATTACKS = ("clean", "pgd-20", "autoattack")
-_AUTOATTACK_FIELDS = ("version", "attacks", "attacks_run", "note", "wall_time_seconds", "library_version")
 
 
-def _read_report(folder: Path) -> dict | None:
-    path = folder / "robustness.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def _read_report(folder: Path) -> RobustnessReport | None:
+    """The evaluation's report, or None while the evaluation has not finished."""
+    return RobustnessReport.load(folder) if (folder / REPORT_FILE).is_file() else None
 
 
-def _accuracy(report: dict, name: str) -> float | None:
-    entry = report.get("attacks", {}).get(name)
-    return None if entry is None else entry.get("accuracy")
+def _accuracy(report: RobustnessReport, name: str) -> float | None:
+    record = report.attacks.get(name)
+    return None if record is None else record.accuracy
+
+
+def _autoattack(report: RobustnessReport) -> dict:
+    record = report.attacks.get("autoattack")
+    if record is None:
+        return {}
+    fields = {"version": record.version, "attacks": list(record.requested_components or record.attacks_run or []),
+              "attacks_run": list(record.attacks_run or []), "note": record.note,
+              "wall_time_seconds": record.wall_time_seconds, "library_version": record.library_version}
+    return {key: value for key, value in fields.items() if value not in (None, [])}
 
 
 def _run_row(replication: Replication, run, stage_log: dict) -> dict:
@@ -39,7 +50,7 @@ def _run_row(replication: Replication, run, stage_log: dict) -> dict:
     adaptive = [e.folder(run.name) for e in replication.evaluations_of(run) if e.config == "evaluate_adaptive"]
     stage_names = ([f"pretrain-{run.pretrain_name}"] if run.pretrain_name else []) + [f"finetune-{run.name}", *folders, *adaptive]
     row: dict = {"arm": run.arm.key, "seed": run.seed, "run": run.key, "name": run.name,
-                 "label": run.label(replication.finetune_method), "report": str(out / folders[0] / "robustness.json"),
+                 "label": run.label(replication.finetune_method), "report": str(out / folders[0] / REPORT_FILE),
                  "wall_time_seconds": {s: stage_log.get(s, {}).get("wall_time_seconds") for s in stage_names}}
     commits = sorted({stage_log[s]["commit"] for s in stage_names if stage_log.get(s, {}).get("commit")})
     if commits:
@@ -48,33 +59,35 @@ def _run_row(replication: Replication, run, stage_log: dict) -> dict:
     if any(report is None for report in reports.values()):
         return {**row, "missing": True}
     if len(folders) > 1:
-        row["reports"] = [str(out / folder / "robustness.json") for folder in folders]
+        row["reports"] = [str(out / folder / REPORT_FILE) for folder in folders]
     accuracy, samples = {}, {}
     for attack in HEADLINE_ATTACKS:
         source = next((r for r in reports.values() if _accuracy(r, attack) is not None), None)
         accuracy[attack] = None if source is None else _accuracy(source, attack)
-        samples[attack] = None if source is None else source.get("num_samples")
-    widest = max(reports.values(), key=lambda r: len((r.get("worst_case") or {}).get("attacks") or []))
-    autoattack = next((r["attacks"]["autoattack"] for r in reports.values() if "autoattack" in r.get("attacks", {})), {})
-    checks = [c for r in reports.values() for c in r.get("checks", [])]
+        samples[attack] = None if source is None else source.num_samples
+    widest = max(reports.values(), key=lambda r: len(r.worst_case.attacks))
+    autoattack = next((_autoattack(r) for r in reports.values() if "autoattack" in r.attacks), {})
+    failed = [c.name for r in reports.values() for c in r.failed_checks]
     first = reports[folders[0]]
     row.update({
-        "num_samples": first.get("num_samples"),
-        "epsilon": first.get("threat_model", {}).get("epsilon"),
+        "num_samples": first.num_samples,
+        "epsilon": first.epsilon,
+        "threat_model": first.threat_model.describe(),
         "accuracy": accuracy,
-        "worst_case": {**(widest.get("worst_case") or {}), "num_samples": widest.get("num_samples")},
-        "autoattack": {k: autoattack[k] for k in _AUTOATTACK_FIELDS if autoattack.get(k) is not None},
-        "checks_passed": all(r.get("checks_passed") for r in reports.values()),
-        "failed_checks": [c["name"] for c in checks if not c.get("passed")],
+        "worst_case": {"accuracy": widest.worst_case.accuracy, "attacks": list(widest.worst_case.attacks),
+                       "num_samples": widest.num_samples},
+        "autoattack": autoattack,
+        "checks_passed": not failed,
+        "failed_checks": failed,
     })
     if len(folders) > 1:
         row["accuracy_num_samples"] = samples
     for folder in adaptive:
         report = _read_report(out / folder)
         if report is not None:
-            row["adaptive"] = {"report": str(out / folder / "robustness.json"), "num_samples": report.get("num_samples"),
-                               "accuracy": {a: e.get("accuracy") for a, e in report.get("attacks", {}).items()},
-                               "checks_passed": report.get("checks_passed")}
+            row["adaptive"] = {"report": str(out / folder / REPORT_FILE), "num_samples": report.num_samples,
+                               "accuracy": {name: record.accuracy for name, record in report.attacks.items()},
+                               "checks_passed": not report.failed_checks}
     return row
 
 
@@ -114,8 +127,8 @@ def paired_statistics(replication: Replication, rows: list[dict], evaluation: Ev
     if len(evaluated) < 2:
         return {"skipped": "fewer than two arms were evaluated"}
     folders = [replication.output_dir / evaluation.folder(row["name"]) for row in evaluated]
-    reports = [_read_report(folder) or {} for folder in folders]
-    attacks = [a for a in HEADLINE_ATTACKS if all(_accuracy(r, a) is not None for r in reports)]
+    reports = [_read_report(folder) for folder in folders]
+    attacks = [a for a in HEADLINE_ATTACKS if all(r is not None and _accuracy(r, a) is not None for r in reports)]
     try:
         comparison = compare_evaluations(folders, names=[row["name"] for row in evaluated], attacks=attacks or None,
                                          bootstrap_samples=replication.args.bootstrap_samples, seed=replication.args.bootstrap_seed)
@@ -160,24 +173,38 @@ def _table_row(row: dict) -> tuple[str, list[str]]:
     return line, notes
 
 
-def _autoattack_header(rows: list[dict]) -> str:
-    """"AutoAttack", or the components that ran when every run used the same subset of the suite: a subset's
-    accuracy is an upper bound on the standard suite's, and the column must not claim more."""
+def _threat_models(rows: list[dict]) -> str:
+    """The threat model of the evaluated runs as their reports state it ("L∞ ε = 8/255")."""
+    described = sorted({row["threat_model"] for row in rows if row.get("threat_model")})
+    return " / ".join(described) if described else "threat model not recorded"
+
+
+def _autoattack_subset(rows: list[dict]) -> tuple[str, ...] | None:
+    """The AutoAttack components every evaluated run used, when that is one subset of the suite (a custom version)."""
     suites = {(row.get("autoattack", {}).get("version"), tuple(row.get("autoattack", {}).get("attacks_run")
                                                              or row.get("autoattack", {}).get("attacks") or ()))
               for row in rows if not row.get("missing")}
     if len(suites) == 1:
         version, components = suites.pop()
         if version == "custom" and components:
-            return f"AutoAttack ({' + '.join(c.upper() for c in components)}; an upper bound on the standard suite)"
-    return "AutoAttack"
+            return components
+    return None
+
+
+def _autoattack_header(rows: list[dict]) -> str:
+    """"AutoAttack", or the components that ran when every run used the same subset of the suite: a subset's
+    accuracy is an upper bound on the standard suite's, and the column must not claim more."""
+    subset = _autoattack_subset(rows)
+    if subset is None:
+        return "AutoAttack"
+    return f"AutoAttack ({' + '.join(c.upper() for c in subset)}; an upper bound on the standard suite)"
 
 
 def format_markdown(results: dict) -> str:
     lines = [
         "# Replication results",
         "",
-        "Accuracies in % on the evaluated test images, L∞ ε = 8/255, from each arm's robustness.json. "
+        f"Accuracies in % on the evaluated test images, {_threat_models(results['arms'])}, from each arm's robustness.json. "
         "Worst case: correct under every headline attack of that report. Wall times as measured by the replication driver."
         + (f" Finetuning: {results['finetune_method']}." if results.get("finetune_method") else ""),
         "",
@@ -226,7 +253,11 @@ def plot_results(results: dict, path: Path) -> Path | None:
     evaluated = [row for row in results["arms"] if not row.get("missing")]
     if not evaluated:
         return None
-    rows = {row["label"]: {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")} for row in evaluated}
+    subset = _autoattack_subset(evaluated)
+    legend = {"autoattack": f"AutoAttack ({' + '.join(c.upper() for c in subset)})" if subset else "autoattack"}
+    rows = {row["label"]: {legend.get(name, name): value for name, value in
+                           {**row["accuracy"], "worst case": row["worst_case"].get("accuracy")}.items()}
+            for row in evaluated}
     # Each bar's interval comes from the evaluation its accuracy was read from, as in collect_results: an
     # attack from the first evaluation that ran it, the worst case from the last (the one with most attacks).
     labels = {row["name"]: row["label"] for row in evaluated}
@@ -235,11 +266,12 @@ def plot_results(results: dict, path: Path) -> Path | None:
         for metric in (results[key] or {}).get("metrics", []):
             for run_name, entry in metric["accuracy"].items():
                 bars = intervals.get(labels.get(run_name))
-                if bars is not None and (metric["name"] == "worst case" or metric["name"] not in bars):
-                    bars[metric["name"]] = tuple(entry["interval"])
+                name = legend.get(metric["name"], metric["name"])
+                if bars is not None and (name == "worst case" or name not in bars):
+                    bars[name] = tuple(entry["interval"])
     sizes = {row.get("num_samples") for row in evaluated}
     subsets = {row["worst_case"].get("num_samples") for row in evaluated if "accuracy_num_samples" in row} - sizes
-    title = "CIFAR-10, L∞ ε = 8/255" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")
+    title = f"CIFAR-10, {_threat_models(evaluated)}" + (f", first {sizes.pop()} test images" if len(sizes) == 1 else "")
     if len(subsets) == 1:
         title += f" (AutoAttack, worst case: first {subsets.pop()})"
     confidence = next((results[k]["bootstrap"]["confidence"] for k in results
