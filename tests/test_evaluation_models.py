@@ -43,7 +43,7 @@ def test_autoattack_runs_end_to_end_on_a_tiny_vit(tmp_path) -> None:
     )
     assert report.accuracy("clean") == 1.0
     assert report.accuracy("autoattack") < 1.0
-    assert report.results["autoattack"].max_perturbation <= 8 / 255 + 1e-5
+    assert report.attacks["autoattack"].max_perturbation <= 8 / 255 + 1e-5
     data = json.loads((tmp_path / "robustness.json").read_text())
     entry = data["attacks"]["autoattack"]
     assert entry["library"] == "autoattack" and entry["library_version"] == importlib.metadata.version("pyautoattack") and entry["version"] == "custom"
@@ -65,9 +65,10 @@ def test_autoattack_standard_on_a_tiny_vit(tmp_path) -> None:
     for component in ("apgd-ce", "apgd-t", "fab-t", "square"):
         assert f"using standard version including {component}." in log
     assert "robust accuracy after APGD-CE" in log
-    components = report.results["autoattack"].extra["components"]
-    assert [c["name"] for c in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    assert components[-1]["robust_accuracy_after"] == pytest.approx(report.accuracy("autoattack"))
+    components = report.attacks["autoattack"].components
+    assert [c.name for c in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert components[-1].robust_accuracy_after == pytest.approx(report.accuracy("autoattack"))
+    assert report.attacks["autoattack"].standard_autoattack  # the four standard components ran on every image
     assert report.accuracy("autoattack") <= report.accuracy("pgd-20")
     assert {c.name: c.passed for c in report.checks}["autoattack_at_most_pgd"]
 
@@ -80,8 +81,8 @@ def test_adaptive_attacks_run_on_a_tiny_vit() -> None:
         progress=False, plot=False,
     )
     for name in ("pgd-mi-5", "pgd-feature-5", "cw-5"):
-        assert report.results[name].max_perturbation <= 8 / 255 + 1e-6
-        assert report.results[name].max_perturbation > 4 / 255  # each attack moved the inputs by more than half its budget
+        assert report.attacks[name].max_perturbation <= 8 / 255 + 1e-6
+        assert report.attacks[name].max_perturbation > 4 / 255  # each attack moved the inputs by more than half its budget
     assert report.accuracy("clean") == 1.0  # labels are the model's own predictions
     assert report.accuracy("pgd-mi-5") < 1.0  # CE + nHSIC still attacks the classifier
     assert report.accuracy("cw-5") < 1.0  # the margin attack breaks points of an untrained model

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 from dataclasses import dataclass, field
 
-__all__ = ["DataArguments"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "DataArguments"]
+
+DEFAULT_IMAGE_SIZE = 32
+"""Resolution of a model built from a preset when neither the data arguments nor a checkpoint give one."""
 
 
 if TYPE_CHECKING:
@@ -207,17 +210,28 @@ class DataArguments:
         check_max_steps(max_steps)
         return ShardedStream.from_dataset(self._load(self.train_split, require_labels=require_labels, streaming=True))
 
-    def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
-        """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""
+    def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None, *, resizable: bool = True) -> int:
+        """The side of the images both stages train on: `image_size` if set, else the checkpoint's, else 32.
+
+        `model_image_size` is the starting checkpoint's resolution (None for a model built from a
+        preset, which is then built at the returned size; 32 is CIFAR-10's and the quickstart's). A
+        classifier can be finetuned at another resolution, its position table interpolated once; a
+        pretraining run continued from a checkpoint cannot (`resizable=False`), so there an explicit
+        `image_size` that differs from the checkpoint's is an error rather than a silent choice.
+        """
+        if model_image_size is not None:
+            if isinstance(model_image_size, (tuple, list)):
+                if len(set(model_image_size)) != 1:
+                    raise ValueError(f"Only square images are supported; the checkpoint is built for {tuple(model_image_size)}.")
+                model_image_size = model_image_size[0]
+            model_image_size = int(model_image_size)
+            if not resizable and self.image_size not in (None, model_image_size):
+                raise ValueError(
+                    f"image_size={self.image_size} but the checkpoint was built for {model_image_size}; leave image_size unset."
+                )
         if self.image_size is not None:
             return self.image_size
-        if model_image_size is None:
-            raise ValueError("Set `image_size`: neither the data arguments nor the model config give one.")
-        if isinstance(model_image_size, (tuple, list)):
-            if len(set(model_image_size)) != 1:
-                raise ValueError(f"Only square images are supported; the model config has {model_image_size}.")
-            return int(model_image_size[0])
-        return int(model_image_size)
+        return DEFAULT_IMAGE_SIZE if model_image_size is None else model_image_size
 
     def load(self, split: str, *, require_labels: bool = False, max_samples: int | None = None) -> "Dataset":
         """`load_image_dataset` for one split of this source, with the column and config options applied.

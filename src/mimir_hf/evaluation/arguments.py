@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .attack_specs import DEFAULT_ATTACKS, parse_budget
+from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = ["ComparisonArguments", "EvaluationArguments"]
 
@@ -56,7 +57,7 @@ class EvaluationArguments:
         default="standard", metadata={"help": "AutoAttack version: standard, plus, or custom (+ autoattack_attacks)."}
     )
     autoattack_attacks: list[str] = field(
-        default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"],
+        default_factory=lambda: list(STANDARD_AUTOATTACK),
         metadata={"help": "AutoAttack components for autoattack_version=custom."},
     )
     square_queries: int = field(default=5000, metadata={"help": "Query budget of the stand-alone Square attack."})

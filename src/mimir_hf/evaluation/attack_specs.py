@@ -24,14 +24,13 @@ scales with ε (α/ε as in the headline setting).
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ..attacks import NORMS
-from ..validation import check_budget
+from ..validation import parse_budget  # re-exported: the evaluation's budgets are read by the same parser
+from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = [
     "ATTACK_NAMES",
@@ -47,23 +46,6 @@ __all__ = [
 ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd-mi", "pgd-feature")
 DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
 """What a full evaluation runs when no list is given: the paper's attacks plus the adaptive ones."""
-
-
-def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
-    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
-    if isinstance(value, str):
-        text = value.strip()
-        numerator, slash, denominator = text.partition("/")
-        try:  # "8/255", "0.5/255" (as format_epsilon writes half grey levels), "0.0314"
-            number = float(Fraction(numerator.strip())) / (float(Fraction(denominator.strip())) if slash else 1.0)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
-    else:
-        number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}.")
-    check_budget(number, name, norm)
-    return number
 
 
 def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:
@@ -98,7 +80,7 @@ class AttackSettings:
     adaptive_steps: int = 100
     mi_weight: float = 1e-5
     autoattack_version: str = "standard"
-    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
+    autoattack_attacks: tuple[str, ...] = STANDARD_AUTOATTACK  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
     norm: str = "Linf"  # the threat model: "Linf" or "L2"

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .attack_specs import AttackSpec
+from .autoattack_suite import PLUS_AUTOATTACK, STANDARD_AUTOATTACK
 from .wrapper import LogitsModel
 
 __all__ = ["AUTOATTACK_LOG_HEADER", "autoattack_version", "capture_autoattack_log", "run_autoattack"]
@@ -43,10 +44,7 @@ def _autoattack_plan(spec: AttackSpec, num_classes: int) -> tuple[str, list[str]
     note = ""
     if num_classes < 4:
         # APGD-T and APGD-DLR need >= 4 (targeted DLR) / >= 3 logits; keep what is defined.
-        planned = list(attacks) if attacks else (
-            ["apgd-ce", "apgd-t", "fab-t", "square"] if version == "standard"
-            else ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
-        )
+        planned = list(attacks) if attacks else list(STANDARD_AUTOATTACK if version == "standard" else PLUS_AUTOATTACK)
         dropped = [a for a in planned if a == "apgd-t" or (a == "apgd-dlr" and num_classes < 3)]
         if dropped:
             attacks = [a for a in planned if a not in dropped]

@@ -19,14 +19,16 @@ from .attack_specs import DEFAULT_ATTACKS, AttackSettings, AttackSpec, format_ep
 from .attacks import Attack
 from .autoattack import autoattack_version as _autoattack_package_version
 from .autoattack import capture_autoattack_log
+from .autoattack_suite import STANDARD_AUTOATTACK
 from .checks import LARGE_EPSILON, run_checks
 from .plots import plot_accuracy_vs_epsilon
-from .robustness_report import AUTOATTACK_LOG, RobustnessReport
+from ..artefacts import AUTOATTACK_LOG
+from .robustness_report import RobustnessReport
 from .results import AttackResult
 from .sharding import current_shard, gather_records, wait_for_everyone
 from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint
 from .streaming import EvaluationData, prepare_evaluation_data
-from .loading import check_labels, classifier_image_size, load_classifier
+from .loading import check_labels, classifier_image_size, load_classifier, weights_fingerprint
 from .wrapper import LogitsModel
 
 __all__ = [
@@ -109,19 +111,6 @@ def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) 
     if gradient is None:
         return torch.ones(x.shape[0], dtype=torch.bool)
     return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
-
-
-def _weights_fingerprint(module: nn.Module) -> str:
-    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
-    finished batches of its predecessor (its path alone would match)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def _state_description(
@@ -280,7 +269,7 @@ def evaluate_robustness(
     adaptive_steps: int = 100,
     mi_weight: float = 1e-5,
     autoattack_version: str = "standard",
-    autoattack_attacks: Sequence[str] = ("apgd-ce", "apgd-t", "fab-t", "square"),
+    autoattack_attacks: Sequence[str] = STANDARD_AUTOATTACK,
     square_queries: int = 5000,
     batch_size: int = 64,
     seed: int = 0,
@@ -367,6 +356,7 @@ def evaluate_robustness(
         num_classes = int(wrapper(first.to(device)).shape[1])
     check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
 
+    weights = weights_fingerprint(wrapper)
     out = Path(output_dir) if output_dir is not None else None
     batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
     mine = shard.batches(len(batches))
@@ -375,7 +365,7 @@ def evaluate_robustness(
         out.mkdir(parents=True, exist_ok=True)
         state = EvaluationState(
             out / STATE_DIRNAME,
-            _state_description(model_name, _weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, seed),
+            _state_description(model_name, weights, evaluation_data, split, specs, batch_size, seed),
             resume=resume,
             owned=mine,
         )
@@ -429,7 +419,7 @@ def evaluate_robustness(
         norm=norm,
         large_epsilon_max_accuracy=large_epsilon_max_accuracy,
     )
-    report = RobustnessReport(
+    report = RobustnessReport.from_results(
         model=model_name,
         dataset=evaluation_data.source_name,
         split=split if not isinstance(data, torch.Tensor) else "given",
@@ -448,6 +438,7 @@ def evaluate_robustness(
         preprocessing=evaluation_data.preprocessing,
         num_processes=shard.world_size,
         norm=norm,
+        weights_fingerprint=weights,
     )
     for check in report.failed_checks:
         message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"

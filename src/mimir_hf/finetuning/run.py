@@ -1,8 +1,9 @@
 """What `recipes/finetune.py` does, as a library function so that it can be tested and reused.
 
 Data → classifier (converted from the pretrained encoder, or from scratch) → `AdversarialTrainer`
-→ an output folder that is a stock `vit` checkpoint: weights, config with `id2label`, the image
-processor that reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
+→ an output folder that is a stock transformers classifier checkpoint (`beit`, the mean-pooled
+default, or `vit` with `pooling: cls`): weights, config with `id2label`, the image processor that
+reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
 """
 
 from __future__ import annotations
@@ -71,14 +72,13 @@ def label_names_for(train_data, eval_data=None) -> dict[int, str]:
     return {i: (names[i] if names is not None else str(i)) for i in range(num_labels)}
 
 
-def _source_image_size(model_args: ModelArguments) -> int | None:
+def _source_image_size(model_args: ModelArguments) -> int | list[int] | None:
+    """The starting checkpoint's resolution, from its config (None from scratch)."""
     if model_args.from_scratch:
         return None
     source = model_args.model_name_or_path
     check_checkpoint_exists(source)
-    config = AutoConfig.from_pretrained(source)
-    size = getattr(config, "image_size", None)
-    return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
+    return getattr(AutoConfig.from_pretrained(source), "image_size", None)
 
 
 def _training_and_validation(data_args: DataArguments, training_args: AdversarialTrainingArguments, train_data):
@@ -125,8 +125,7 @@ def run_finetuning(
 ) -> dict[str, Any]:
     """Finetune adversarially, save a stock classifier to `output_dir`, return train + eval metrics."""
     set_seed(training_args.seed)
-    source_size = _source_image_size(model_args)
-    image_size = data_args.image_size or source_size or 32
+    image_size = data_args.resolve_image_size(_source_image_size(model_args))
 
     if data_args.streaming:
         train_data = data_args.training_stream(require_labels=True, max_steps=training_args.max_steps)
