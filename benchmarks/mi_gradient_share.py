@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     recipe += ["--model_name_or_path", options.model_name_or_path] if options.model_name_or_path else []
     model_args, data_args, args = parse_recipe_args((PretrainModelArguments, DataArguments, MimirTrainingArguments), recipe)
     torch.manual_seed(args.seed)
-    image_size = data_args.image_size or 32
+    image_size = data_args.resolve_image_size(None)
     model = build_model(model_args, image_size)
     image_size = model.config.image_size
     batch = args.per_device_train_batch_size

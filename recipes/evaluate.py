@@ -16,7 +16,6 @@ shows the traceback).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from mimir_hf.evaluation.robustbench import (
     write_robustbench_corruptions_info,
     write_robustbench_submission,
 )
+from mimir_hf.launch import is_main_process
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_quickstart.yaml"
 ROBUSTBENCH_QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_robustbench_quickstart.yaml"
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     output_dir = Path(eval_args.output_dir)
     report = evaluate_from_args(eval_args, data_args, robustbench_args=robustbench_args)
-    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`, rank 0 writes and prints
+    if not is_main_process():  # under `accelerate launch`, rank 0 writes and prints
         return 0
     # the run's record, once the run is accepted and done: a refused one leaves the previous record alone
     save_recipe_config(output_dir, eval_args, data_args, robustbench_args)

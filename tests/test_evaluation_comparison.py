@@ -353,3 +353,12 @@ def test_a_saved_comparison_of_the_first_schema_renders_as_it_did() -> None:
     data = {"schema_version": 1, "models": [{"name": "a"}, {"name": "b"}], "num_samples": 10, "epsilon": 8 / 255,
             "bootstrap": {"samples": 10, "confidence": 0.95, "seed": 0}, "metrics": [], "notes": []}
     assert "10 images, the same indices and labels in every evaluation, L∞ ε = 8/255." in format_comparison_markdown(data)
+
+
+def test_exact_halves_round_the_same_way_everywhere():
+    """821/2000 is exactly 41.05 %: the float just below it must not round down while 61/2000 rounds up."""
+    from mimir_hf.evaluation.comparison_markdown import format_percent
+
+    assert format_percent(821 / 2000) == "41.1" and format_percent(61 / 2000) == "3.1"
+    assert format_percent(0.558 - 0.5275, signed=True) == "+3.1" and format_percent(0.5275 - 0.558, signed=True) == "−3.1"
+    assert format_percent(0.4104) == "41.0" and format_percent(-0.0004, signed=True) == "0.0"

@@ -12,8 +12,7 @@ from mimir_hf.cli import parse_recipe_args, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, RobustBenchArguments, parse_budget
 from mimir_hf.hub.recipe_configs import chosen_settings
-from mimir_hf.pretraining import MimirTrainingArguments
-from mimir_hf.pretraining.run import PretrainModelArguments
+from mimir_hf.pretraining import MimirTrainingArguments, PretrainModelArguments
 from mimir_hf.training.runs import RecipeConfig
 
 PRETRAINING = (PretrainModelArguments, DataArguments, MimirTrainingArguments)

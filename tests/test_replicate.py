@@ -488,6 +488,11 @@ def test_runs_name_arms_at_seeds_and_the_config_set_defines_ablation_arms(tmp_pa
     assert "pretrain-mae" not in stages and "finetune-scratch" not in stages
     only = plan(["--config_set", str(V3_SET), "--arms", "c@1,d", "--adaptive", "c@1", "--output_dir", "o"])
     assert [s.name for s in plan_stages(only)][0] == "pretrain-mimir-seed1"
+    # the set's adaptive runs apply to the runs planned; the strong-MI arm alone gets no adaptive evaluation
+    strong = plan_stages(plan(["--config_set", str(V3_SET), "--arms", "f", "--output_dir", "o"]))
+    assert [s.name for s in strong] == ["pretrain-mimir-strong", "finetune-mimir-strong", "eval-mimir-strong",
+                                        "eval-mimir-strong-autoattack"]
+    assert strong[0].overrides[-2:] == ["--mi_weight", "3.5e-3"]
     for bad in (["--arms", "x"], ["--arms", "b@one"], ["--arms", "b,b"], ["--arms", "b", "--adaptive", "c@1"]):
         with pytest.raises(ValueError):
             plan(["--config_set", str(V3_SET), *bad])

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .launch import is_main_process, launched_distributed, process_rank
 from .training.runs import RecipeConfig
 from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
@@ -144,10 +145,9 @@ def prepare_launch_environment() -> None:
     `ACCELERATE_USE_CPU` — what accelerate's own single-process CPU launcher sets — before the
     arguments are built makes them join one gloo process group. An explicit `ACCELERATE_USE_CPU` is kept.
     """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
-    if launched and "ACCELERATE_USE_CPU" not in os.environ and not _has_accelerator():
+    if launched_distributed() and "ACCELERATE_USE_CPU" not in os.environ and not _has_accelerator():
         os.environ["ACCELERATE_USE_CPU"] = "true"
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_process():
             logger.info("No GPU found: the %s launched processes train with DDP on CPU (gloo).", os.environ.get("WORLD_SIZE", "?"))
 
 
@@ -274,7 +274,7 @@ def _show_library_log() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[mimir_hf] %(message)s"))
     library.addHandler(handler)
-    library.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    library.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     library.propagate = False
 
 
@@ -298,8 +298,7 @@ def run_recipe(
         if debug or _debug_requested():
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        rank = os.environ.get("RANK", "0")
-        prefix = "" if rank == "0" else f"[rank {rank}] "
+        prefix = "" if is_main_process() else f"[rank {process_rank()}] "
         print(f"{prefix}error: {message} (run with --debug for the traceback)", file=sys.stderr, flush=True)
         return USER_ERROR_EXIT_CODE
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -24,16 +24,14 @@ scales with ε (α/ε as in the headline setting).
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ..attacks import NORMS
 from ..mutual_information import estimator_hyperparameters
-from ..validation import check_budget
+from ..validation import parse_budget  # re-exported: the evaluation's budgets are read by the same parser
 from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = [
@@ -57,23 +55,6 @@ DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
 """L∞ budgets of the ε-curve and the checks; 64/255 is the large budget at which accuracy must be near zero."""
 DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
 """L2 radii of the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
-
-
-def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
-    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
-    if isinstance(value, str):
-        text = value.strip()
-        numerator, slash, denominator = text.partition("/")
-        try:  # "8/255", "0.5/255" (as format_epsilon writes half grey levels), "0.0314"
-            number = float(Fraction(numerator.strip())) / (float(Fraction(denominator.strip())) if slash else 1.0)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
-    else:
-        number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}.")
-    check_budget(number, name, norm)
-    return number
 
 
 def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:

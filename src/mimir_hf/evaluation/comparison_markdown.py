@@ -3,22 +3,36 @@ or a saved comparison.json), so that a table can always be regenerated from the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from .attack_specs import format_epsilon, norm_display
 
-__all__ = ["format_comparison_markdown", "threat_model_text"]
+__all__ = ["format_comparison_markdown", "format_percent", "threat_model_text"]
+
+
+def format_percent(value: float, signed: bool = False) -> str:
+    """A fraction in percent with one decimal, exact halves rounded away from zero (41.05 -> 41.1, 3.05 -> 3.1).
+
+    Accuracies and their differences are counts over the images, so 821/2000 is exactly 41.05 %; the binary
+    float just below it would round down while 61/2000 = 3.05 % rounds up. Rounding the decimal text to 7
+    places first removes the float's last-bit error, then the half rounds one way everywhere.
+    """
+    points = Decimal(f"{100 * value:.7f}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    if not signed:
+        return f"{points:.1f}"
+    if points == 0:
+        return "0.0"
+    return f"{points:+.1f}".replace("-", "−")
 
 
 def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
+    return format_percent(value)
 
 
 def _signed(value: float) -> str:
-    text = f"{100 * value:+.1f}"
-    return text.replace("-", "−") if not math.isclose(value, 0.0, abs_tol=5e-4) else f"{100 * abs(value):.1f}"
+    return format_percent(value, signed=True)
 
 
 def _p(value: float | None) -> str:

@@ -70,6 +70,10 @@ def _evaluate_from_args(
             ids_file = getattr(robustbench_args, "imagenet_ids_file", None)
             indices = imagenet_test_indices(data, imagenet_test_image_ids(ids_file))
             dataset_name = data_args.dataset
+    if data_args.streaming and indices is None and data_args.max_eval_samples is not None:
+        # the split's first images, streamed: the rest of it is never downloaded (a whole split loads as without streaming)
+        data = data_args.load(data_args.eval_split, require_labels=True, max_samples=data_args.max_eval_samples)
+        dataset_name = data_args.dataset
     return evaluate_robustness(
         eval_args.model_name_or_path,
         data,

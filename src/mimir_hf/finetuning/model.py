@@ -12,7 +12,8 @@ from transformers import BeitForImageClassification, ViTForImageClassification, 
 from ..artefacts import is_hub_id
 from ..modeling.presets import encoder_kwargs
 from .arguments import ModelArguments
-from .conversion import mae_to_classifier, random_mae_encoder
+from .classifier_from_mae import mae_to_classifier
+from .encoder import random_mae_encoder
 
 __all__ = ["QUICKSTART_HINT", "build_classifier", "check_checkpoint_exists", "scratch_encoder_kwargs"]
 

@@ -60,7 +60,7 @@ class MimirConfig(ViTMAEConfig):
     r"""
     Configuration of a MIMIR pretraining model: a ViT-MAE (every `ViTMAEConfig` argument applies)
     plus the mutual-information penalty and the pretraining attack. Defaults are the paper's
-    (see `shared/MIMIR.md`): λ = 1e-5 nHSIC with σ = 5, a 1-step PGD with ε = 8/255, α = 10/255,
+    (see `docs/MIMIR.md`): λ = 1e-5 nHSIC with σ = 5, a 1-step PGD with ε = 8/255, α = 10/255,
     normalised-pixel targets, LayerNorm eps 1e-6.
 
     mi_weight (`float`, defaults to 1e-5):

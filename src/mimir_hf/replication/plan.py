@@ -108,8 +108,9 @@ class Replication:
         if adaptive and not has_adaptive:
             raise ValueError("--adaptive needs an evaluate_adaptive config (in --config_dir or the config set).")
         unplanned = sorted({run.key for run in adaptive} - {run.key for run in runs})
-        if unplanned:
+        if unplanned and args.adaptive is not None:
             raise ValueError(f"--adaptive names runs that --arms does not plan: {unplanned}.")
+        adaptive = [run for run in adaptive if run.key not in unplanned]  # the config set's, for the runs planned
         extra = {key: " ".join(part for part in (str(config_set.get(key) or ""), getattr(args, key)) if part)
                  for key in ("pretrain_args", "finetune_args", "eval_args")}  # the set's defaults first, the user's after
         accelerate = args.accelerate_config or config_set.get("accelerate_config")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..artefacts import REPORT_FILE
 from ..evaluation import RobustnessReport
+from ..evaluation.comparison_markdown import format_percent
 from .plan import EVALUATIONS, Evaluation, Replication
 from .scheduler import format_seconds, load_stage_log
 
@@ -138,7 +139,7 @@ def paired_statistics(replication: Replication, rows: list[dict], evaluation: Ev
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+    return "—" if value is None else format_percent(value)
 
 
 def _table_row(row: dict) -> tuple[str, list[str]]:

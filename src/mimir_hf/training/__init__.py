@@ -1,6 +1,7 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
-from .batches import CheckedCollator, check_labels
+from .accumulation import MicroBatchMeanLossMixin
+from .batches import CheckedCollator, check_batch_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
@@ -11,10 +12,11 @@ __all__ = [
     "ConvertedCheckpointMixin",
     "DEFAULT_LEARNING_RATE",
     "EMA_FILE",
+    "MicroBatchMeanLossMixin",
     "ScaledLearningRateArguments",
     "WeightEMA",
     "WeightEMACallback",
-    "check_labels",
+    "check_batch_labels",
     "finish_distributed",
     "load_checkpoint_weights",
     "refuse_trainer_push",
