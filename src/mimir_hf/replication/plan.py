@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..artefacts import is_hub_id
+from ..artefacts import RECIPE_CONFIG, REPORT_FILE, is_hub_id
 from .arguments import _REPOSITORY_RECIPES, ReplicationArguments
 from .arms import Arm, Run, arms_from_config_set, finetune_method_label, parse_runs
 
@@ -72,9 +72,9 @@ class Stage:
     def is_complete(self) -> bool:
         """Outputs that a recipe writes only when its run has finished."""
         if self.kind == "eval":
-            return (self.output_dir / "robustness.json").is_file()
+            return (self.output_dir / REPORT_FILE).is_file()
         # Both training recipes save the final model, then recipe_config.yaml, as their last steps.
-        return (self.output_dir / "recipe_config.yaml").is_file() and any(self.output_dir.glob("*.safetensors"))
+        return (self.output_dir / RECIPE_CONFIG).is_file() and any(self.output_dir.glob("*.safetensors"))
 
 
 @dataclass
