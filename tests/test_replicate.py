@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "recipes" / "configs" / "replicate_cpu"
-
+from evaluation_folders import measured_report
 
 from mimir_hf.cli import parse_recipe_args
 from mimir_hf.replication import (
@@ -30,6 +27,9 @@ from mimir_hf.replication import (
 )
 from mimir_hf.replication import driver as driver_module
 from mimir_hf.replication import scheduler as scheduler_module
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "recipes" / "configs" / "replicate_cpu"
 
 
 def plan(argv: list[str]) -> Replication:
@@ -293,7 +293,8 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
 V2_DIR = ROOT / "recipes" / "configs" / "replicate_cpu_v2"
 
 FAKE_RECIPE = '''#!{python}
-"""Stands in for a recipe: records when it ran and with how many threads, then writes the stage's outputs."""
+"""Stands in for a recipe: records when it ran and with how many threads, then writes the stage's outputs
+(a report written by the evaluator's own writer, so that the driver's results can read it)."""
 import os, sys, time, pathlib
 args = sys.argv[1:]
 out = pathlib.Path(args[args.index("--output_dir") + 1])
@@ -305,7 +306,9 @@ if out.name == os.environ.get("FAKE_FAIL"):
     sys.exit(7)
 out.mkdir(parents=True, exist_ok=True)
 if pathlib.Path(args[0]).name == "evaluate.py":
-    (out / "robustness.json").write_text("{{}}")
+    import shutil
+    template = {reports!r} + ("/autoattack" if out.name.endswith("autoattack") else "/pgd")
+    shutil.copytree(template, out, dirs_exist_ok=True)
 else:
     (out / "recipe_config.yaml").write_text("done")
     (out / "model.safetensors").write_text("done")
@@ -316,7 +319,10 @@ with trace.open("a") as f:
 
 def _fake_python(tmp_path: Path) -> Path:
     path = tmp_path / "fake-python"
-    path.write_text(FAKE_RECIPE.format(python=sys.executable))
+    reports = tmp_path / "fake-reports"  # written here once: a fake stage copies them without importing torch
+    for name, robust in (("pgd", "pgd-20"), ("autoattack", "autoattack")):
+        measured_report({"clean": 0.5, robust: 0.25}, num_samples=16).save(reports / name)
+    path.write_text(FAKE_RECIPE.format(python=sys.executable, reports=str(reports)))
     path.chmod(0o755)
     return path
 
