@@ -36,7 +36,7 @@ from step_cost import build, mae_step, mimir_step  # noqa: E402
 
 from mimir_hf.attacks.objectives import cross_entropy_objective  # noqa: E402
 from mimir_hf.attacks.pgd import pgd  # noqa: E402
-from mimir_hf.finetuning.conversion import mae_to_classifier  # noqa: E402
+from mimir_hf.finetuning import mae_to_classifier  # noqa: E402
 
 CANDIDATES = {
     "small": MODEL_SHAPES["small"],  # 96 wide, 4 blocks, patch 4: the v1 and v2 choice

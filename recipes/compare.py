@@ -5,7 +5,7 @@
         --output_dir outputs/comparison --bootstrap_samples 10000 --seed 0
 
 Each folder is one written by recipes/evaluate.py (robustness.json + per_sample.npz); folders of
-different images are refused. Per attack, for the per-sample worst case and for (clean + AutoAttack) / 2
+different images, or evaluated under another threat model (norm or ε), are refused. Per attack, for the per-sample worst case and for (clean + AutoAttack) / 2
 it prints each model's accuracy with a bootstrap interval and, for every pair, the paired bootstrap
 interval of the difference and the exact McNemar p-value; comparison.json, comparison.md,
 comparison.png and recipe_config.yaml go to --output_dir. Every option of ComparisonArguments is
@@ -17,9 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mimir_hf.artefacts import COMPARISON_FILES
 from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.evaluation import ComparisonArguments, compare_evaluations
-from mimir_hf.evaluation.comparison import COMPARISON_FILES
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,10 @@ shows the traceback).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from mimir_hf.artefacts import CORRUPTIONS_FILE, REPORT_FILE
 from mimir_hf.cli import parse_recipe_args, run_recipe, save_recipe_config
 from mimir_hf.data import DataArguments
 from mimir_hf.evaluation import EvaluationArguments, evaluate_from_args
@@ -37,6 +37,7 @@ from mimir_hf.evaluation.robustbench import (
 from mimir_hf.training.checkpoints import check_weights_readable
 from mimir_hf.training.output_dir import stop_on_interrupt
 from mimir_hf.validation import check_device, check_threat_model_budget
+from mimir_hf.launch import is_main_process
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_quickstart.yaml"
 ROBUSTBENCH_QUICKSTART = Path(__file__).resolve().parent / "configs" / "evaluate_robustbench_quickstart.yaml"
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_args, data_args, robustbench_args = parse_recipe_args(
         (EvaluationArguments, DataArguments, RobustBenchArguments), argv, default_config=default, description=__doc__
     )
-    main_process = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, rank 0 writes and prints
+    main_process = is_main_process()  # under `accelerate launch`, rank 0 writes and prints
     check_device(eval_args.device)
     check_threat_model_budget(parse_budget(eval_args.epsilon, norm=eval_args.norm), "--epsilon", eval_args.norm)
     check_weights_readable(eval_args.model_name_or_path)
@@ -111,16 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             "root, or evaluate another checkpoint with --model_name_or_path."
         )
     output_dir = Path(eval_args.output_dir)
-    if main_process:
-        save_recipe_config(output_dir, eval_args, data_args, robustbench_args)
-
     resumes = f"Interrupted. The same command continues the evaluation from its last finished batch ({output_dir / STATE_DIRNAME})."
     with stop_on_interrupt(output_dir, message=lambda: resumes):
         report = evaluate_from_args(eval_args, data_args, robustbench_args=robustbench_args)
     if not main_process:
         return 0
+    # the run's record, once the run is accepted and done: a refused one leaves the previous record alone
+    save_recipe_config(output_dir, eval_args, data_args, robustbench_args)
     print(report.format_table())
-    print(f"\nReport written to {output_dir / 'robustness.json'}")
+    print(f"\nReport written to {output_dir / REPORT_FILE}")
     if eval_args.corruptions_dataset:
         from mimir_hf.evaluation.corruptions import evaluate_corruptions
 
@@ -131,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             device=eval_args.device, output_dir=output_dir, progress=not eval_args.no_progress,
         )
         print("\n" + corrupted.format_table())
-        print(f"Corruption results written to {output_dir / 'corruptions.json'}")
+        print(f"Corruption results written to {output_dir / CORRUPTIONS_FILE}")
     if eval_args.protocol == "robustbench":
         submission = write_robustbench_submission(
-            output_dir / "robustness.json", output_dir, robustbench_args, _model_config(eval_args.model_name_or_path)
+            report, output_dir, robustbench_args, _model_config(eval_args.model_name_or_path)
         )
         print(f"RobustBench ModelInfo: {submission.paths['model_info']}")
         print(f"Submission draft: {submission.paths['submission']}; model-zoo entry: {submission.paths['model_zoo']}")
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"NOT A ROBUSTBENCH ENTRY: {'; '.join(submission.problems)}")
         if eval_args.corruptions_dataset:
             corrupted_info = write_robustbench_corruptions_info(
-                output_dir / "corruptions.json", output_dir / "robustness.json", output_dir, robustbench_args,
-                _model_config(eval_args.model_name_or_path),
+                corrupted.to_dict(), report, output_dir, robustbench_args, _model_config(eval_args.model_name_or_path),
             )
             print(f"RobustBench corruptions ModelInfo: {corrupted_info.paths['model_info']}")
             if corrupted_info.problems:

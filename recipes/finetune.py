@@ -1,4 +1,4 @@
-"""Stage 2 of MIMIR: adversarial finetuning of the pretrained encoder as a stock ViT classifier.
+"""Stage 2 of MIMIR: adversarial finetuning of the pretrained encoder as a stock transformers classifier.
 
     accelerate launch recipes/finetune.py                                   # quickstart (after recipes/pretrain.py)
     accelerate launch recipes/finetune.py --config recipes/configs/finetune_cifar10_vit_t.yaml
@@ -6,7 +6,8 @@
 
 Every option of ModelArguments, DataArguments and AdversarialTrainingArguments is accepted
 (`--help` lists them); a config key that none of them knows is an error. The output directory
-is a stock transformers checkpoint: `pipeline("image-classification", model=output_dir)` works as is.
+is a stock transformers checkpoint (a mean-pooled `BeitForImageClassification` by default, a
+`ViTForImageClassification` with `--pooling cls`): `pipeline("image-classification", model=output_dir)` works as is.
 An output_dir holding checkpoints of an unfinished run continues from the last one; one holding a
 finished run is refused unless --overwrite_output_dir. Ctrl-C stops with one line naming the last
 checkpoint. A user error (bad path, missing checkpoint) prints one line and exits with status 2;

@@ -754,8 +754,8 @@ if __name__ == "__main__":  # pragma: no cover - manual use
 
 
 # ---------------------------------------------------------------------------------------------------
-# Test data: tiny stock checkpoints (built in memory, saved with save_pretrained) and a hand-made
-# robustness.json following docs/CONTRACTS.md. These numbers are fixtures, not measured results.
+# Test data: tiny stock checkpoints (built in memory, saved with save_pretrained) and a report of chosen
+# per-sample outcomes, written by the evaluator's writer. These numbers are fixtures, not measured results.
 # ---------------------------------------------------------------------------------------------------
 
 TINY_LABELS = {0: "zero", 1: "one", 2: "two"}
@@ -770,34 +770,19 @@ def tiny_images(n: int = 4, size: int = 16):
     return [Image.fromarray(p) for p in pixels]
 
 
-def tiny_report(model_dir: str | Path, epsilon: float = 8 / 255) -> dict[str, Any]:
-    attack = {"epsilon": epsilon, "num_samples": 64, "restarts": 1, "seed": 0, "library": "mimir_hf", "library_version": "0.1.0"}
-    return {
-        "schema_version": 1,
-        "model": str(model_dir),
-        "dataset": "builtin:digits",
-        "split": "test",
-        "num_samples": 64,
-        "seed": 0,
-        "threat_model": {"norm": "Linf", "epsilon": epsilon, "input_range": [0.0, 1.0], "normalization": "none"},
-        "versions": {"mimir_hf": "0.1.0", "torch": "2.13.0", "transformers": "5.23.0", "autoattack": "0.2.0"},
-        "attacks": {
-            "clean": {"accuracy": 0.796875, "num_samples": 64, "seed": 0, "library": "mimir_hf", "library_version": "0.1.0", "wall_time_seconds": 0.1},
-            "pgd-20": {**attack, "accuracy": 0.421875, "steps": 20, "step_size": 2 / 255, "wall_time_seconds": 1.2},
-            "pgd-100": {**attack, "accuracy": 0.40625, "steps": 100, "step_size": 2 / 255, "wall_time_seconds": 5.9},
-            "autoattack": {"accuracy": 0.390625, "epsilon": epsilon, "num_samples": 64, "seed": 0, "library": "autoattack", "library_version": "0.2.0", "wall_time_seconds": 30.5},
-            "pgd-20@eps=16/255": {**attack, "accuracy": 0.125, "epsilon": 16 / 255, "steps": 20, "step_size": 4 / 255},
-            "pgd-20@eps=255/255": {**attack, "accuracy": 0.0, "epsilon": 1.0, "steps": 20, "step_size": 0.1},
-        },
-        "worst_case": {"accuracy": 0.390625, "attacks": ["clean", "pgd-20", "pgd-100", "autoattack"]},
-        "checks": [
-            {"name": "accuracy_decreases_with_epsilon", "passed": True, "detail": "0.797 > 0.422 > 0.125 > 0.0"},
-            {"name": "unbounded_attack_succeeds", "passed": True, "detail": "0.0 at eps=1"},
-        ],
-        "per_sample_file": "per_sample.npz",
-        "autoattack_log": "autoattack.log",
-        "curve_file": "accuracy_vs_epsilon.png",
-    }
+def tiny_report(model_dir: str | Path, epsilon: float = 8 / 255, weights_fingerprint: str | None = None):
+    """A `RobustnessReport` of 64 images with fixed accuracies (clean, PGD-20/100, AutoAttack, a PGD-20 sweep)."""
+    from evaluation_folders import measured_report
+
+    from mimir_hf.evaluation import AttackSettings, Check
+
+    return measured_report(
+        {"clean": 0.796875, "pgd-20": 0.421875, "pgd-100": 0.40625, "autoattack": 0.390625,
+         "pgd-20@eps=16/255": 0.125, "pgd-20@eps=255/255": 0.0},
+        num_samples=64, settings=AttackSettings(epsilon=epsilon), model=str(model_dir),
+        checks=[Check("accuracy_decreases_with_epsilon", True, "0.797 > 0.422 > 0.125 > 0.0")],
+        weights_fingerprint=weights_fingerprint,
+    )
 
 
 def build_tiny_checkpoints(root: str | Path, pooling: str = "mean") -> dict[str, Path]:
@@ -836,16 +821,17 @@ def build_tiny_checkpoints(root: str | Path, pooling: str = "mean") -> dict[str,
         "dataset: builtin:digits\nimage_size: 16\nlearning_rate: 0.001\nepsilon: 0.03137254901960784\n"
         "hub_token: hf_this_must_not_leak\noutput_dir: outputs/tiny-finetune\n"
     )
-    (classifier_dir / "robustness.json").write_text(json.dumps(tiny_report(classifier_dir), indent=2))
-    (classifier_dir / "autoattack.log").write_text("clean accuracy: 79.69%\nrobust accuracy: 39.06%\n")
-    # the rest of what an evaluation writes next to its report
+    # what an evaluation of these weights writes: the report (with their fingerprint), its per-sample
+    # results and table, AutoAttack's log and the ε-curve
     from PIL import Image
 
-    Image.new("RGB", (8, 6), (255, 255, 255)).save(classifier_dir / "accuracy_vs_epsilon.png")
-    import numpy as np
+    from mimir_hf.evaluation.loading import load_classifier, weights_fingerprint
 
-    np.savez_compressed(classifier_dir / "per_sample.npz", labels=np.zeros(64, dtype=np.int64))
-    (classifier_dir / "robustness_table.txt").write_text("attack  accuracy\nclean   79.69%\n")
+    (classifier_dir / "autoattack.log").write_text("clean accuracy: 79.69%\nrobust accuracy: 39.06%\n")
+    Image.new("RGB", (8, 6), (255, 255, 255)).save(classifier_dir / "accuracy_vs_epsilon.png")
+    report = tiny_report(classifier_dir, weights_fingerprint=weights_fingerprint(load_classifier(classifier_dir, device="cpu")[0]))
+    report.curve_file = "accuracy_vs_epsilon.png"
+    report.save(classifier_dir)
 
     inputs = processor(images=tiny_images(), return_tensors="pt")
     with torch.no_grad():

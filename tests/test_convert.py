@@ -351,6 +351,7 @@ def test_imagenet_processor_follows_the_reference_evaluation(tmp_path):
 def test_converted_swin_card_describes_swin(tmp_path):
     from hub_server import build_tiny_checkpoints
 
+    from mimir_hf.evaluation import RobustnessReport
     from mimir_hf.hub import render_model_card, validate_model_card
 
     source = tmp_path / "weight.pth"
@@ -360,7 +361,7 @@ def test_converted_swin_card_describes_swin(tmp_path):
     report = json.loads((build_tiny_checkpoints(tmp_path / "tiny")["classifier"] / "robustness.json").read_text())
     report["model"] = str(folder)
     (folder / "robustness.json").write_text(json.dumps(report))
-    card = validate_model_card(render_model_card(folder, repo_id="org/swin"), report=report)
+    card = validate_model_card(render_model_card(folder, repo_id="org/swin"), report=RobustnessReport.from_dict(report))
     text = str(card)
     assert "Swin Transformer (embed dim 8" in text and "CLS token" not in text and "SwinForImageClassification" in text
     assert card.data.additional_data is True  # from conversion.json

@@ -22,7 +22,7 @@ from mimir_hf.data import (
     with_transform,
 )
 
-CIFAR_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"  # the shared copy beside the repo
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _images(n: int, size: int = 8, channels: int = 3, seed: int = 0) -> np.ndarray:
@@ -43,12 +43,25 @@ def _isolated_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_data_arguments_parse_with_help() -> None:
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--image_size", "32"])
     assert args.dataset == "builtin:digits" and args.train_split == "train" and args.eval_split == "test"
-    assert args.image_size == 32 and args.resolve_image_size(224) == 32
-    assert DataArguments().resolve_image_size([64, 64]) == 64
+    assert args.image_size == 32
     for field in DataArguments.__dataclass_fields__.values():
         assert field.metadata.get("help"), field.name
     with pytest.raises(ValueError, match="max_train_samples"):
         DataArguments(max_train_samples=0)
+
+
+def test_image_size_is_the_explicit_one_then_the_checkpoints_then_32() -> None:
+    explicit = DataArguments(image_size=48)
+    assert explicit.resolve_image_size(224) == 48  # a classifier interpolates its positions to the data's size
+    assert explicit.resolve_image_size(None) == 48
+    assert DataArguments().resolve_image_size([64, 64]) == 64
+    assert DataArguments().resolve_image_size(None) == 32  # a preset model is built at CIFAR-10's size
+    assert DataArguments().resolve_image_size(224, resizable=False) == 224
+    assert DataArguments(image_size=224).resolve_image_size(224, resizable=False) == 224
+    with pytest.raises(ValueError, match="image_size=48 but the checkpoint was built for 224"):
+        explicit.resolve_image_size(224, resizable=False)  # a pretraining checkpoint cannot change resolution
+    with pytest.raises(ValueError, match="square"):
+        DataArguments().resolve_image_size([64, 32])
 
 
 def test_builtin_digits_deterministic_split() -> None:
@@ -152,7 +165,7 @@ def _hub_like() -> Dataset:
 def test_hub_source_detects_and_names_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def fake_load_dataset(name: str, config: str | None = None, *, split: str) -> Dataset:
+    def fake_load_dataset(name: str, config: str | None = None, *, split: str, streaming: bool = False) -> Dataset:
         calls.append((name, config, split))
         return _hub_like()
 
@@ -193,12 +206,37 @@ def test_clear_errors_for_empty_unlabelled_and_unknown(tmp_path: Path) -> None:
         load_image_dataset(str(tmp_path / "missing.npz"), "train")
 
 
-@pytest.mark.skipif(not (CIFAR_DIR / "test.npz").exists(), reason="shared CIFAR-10 copy not present")
-def test_real_cifar10_test_split() -> None:
-    ds = load_image_dataset(str(CIFAR_DIR / "test.npz"), "test")
-    assert len(ds) == 10_000 and class_names(ds)[:3] == ["airplane", "automobile", "bird"]
-    assert ds.select(range(20))["label"] == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6]
-    assert np.asarray(ds[0]["image"])[0, 0].tolist() == [158, 112, 49]
+@pytest.fixture
+def cifar10_layout(tmp_path: Path) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """A CIFAR-10 folder in the layout the experiments read (`train_batch_1..5.npz` + `test.npz`: uint8
+    N x 32 x 32 x 3 `images`, int64 `labels`, the ten `class_names`), filled with synthetic images."""
+    rng = np.random.default_rng(10)
+    folder = tmp_path / "cifar10"
+    folder.mkdir()
+    written = {}
+    for name, count in [(f"train_batch_{i}", 3) for i in range(1, 6)] + [("test", 4)]:
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.int64)
+        np.savez(folder / f"{name}.npz", images=images, labels=labels, class_names=np.array(CIFAR10_CLASSES))
+        written[name] = (images, labels)
+    return folder, written
+
+
+def test_cifar10_layout_splits_classes_and_pixels(cifar10_layout) -> None:
+    folder, written = cifar10_layout
+    test = load_image_dataset(str(folder), "test")
+    assert len(test) == 4 and class_names(test) == list(CIFAR10_CLASSES)
+    assert test["label"] == written["test"][1].tolist()
+    for i in range(4):
+        assert np.array_equal(np.asarray(test[i]["image"]), written["test"][0][i])
+    train = load_image_dataset(str(folder), "train")  # the five batches, in order
+    batches = [written[f"train_batch_{i}"] for i in range(1, 6)]
+    assert train["label"] == np.concatenate([labels for _, labels in batches]).tolist()
+    assert np.array_equal(np.asarray(train[14]["image"]), batches[4][0][2])
+    first = DataArguments(dataset=str(folder)).load("test", require_labels=True, max_samples=2)
+    assert first["label"] == written["test"][1][:2].tolist()
+    pixels = collate_images(list(with_transform(first, eval_transform(32))))["pixel_values"]
+    assert torch.equal(pixels, torch.from_numpy(written["test"][0][:2]).permute(0, 3, 1, 2).float() / 255)
 
 
 # ------------------------------------------------------------------------------------------ transforms

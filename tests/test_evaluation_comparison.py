@@ -315,3 +315,50 @@ def test_recipe_compares_folders_written_by_the_evaluator(tmp_path, capsys) -> N
         load_recipe().main(["--evaluations", str(a), str(c), "--output_dir", str(tmp_path / "bad")])
     with pytest.raises(ValueError, match="two or more evaluation folders"):
         load_recipe().main(["--evaluations", str(a)])
+
+
+# ---------------------------------------------------------------------------------------- L2
+
+
+def test_an_l2_comparison_says_l2(tmp_path) -> None:
+    """The threat model in the table, the JSON and the plot is the evaluations' own: ε = 0.5 is an L2 radius,
+    never printed as an L∞ budget of 127.5/255."""
+    n = 20
+    labels = labels_for(n)
+    l2 = AttackSettings(norm="L2", epsilon=0.5)
+    outcomes = {"clean": np.arange(n) < 15, "pgd-20": np.arange(n) < 6}
+    a = write_evaluation(tmp_path / "a", outcomes, labels, settings=l2)
+    b = write_evaluation(tmp_path / "b", {**outcomes, "pgd-20": np.arange(n) < 9}, labels, settings=l2)
+    comparison = compare_evaluations([a, b], bootstrap_samples=100, output_dir=tmp_path / "cmp")
+    data = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert (data["norm"], data["epsilon"]) == ("L2", 0.5) and comparison.threat_model.norm == "L2"
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "20 images, the same indices and labels in every evaluation, L2 ε = 0.5." in markdown
+    assert "L∞" not in markdown and "/255" not in markdown
+
+
+def test_an_linf_and_an_l2_evaluation_are_not_paired(tmp_path) -> None:
+    n = 20
+    labels = labels_for(n)
+    outcomes = {"clean": np.arange(n) < 15, "pgd-20": np.arange(n) < 6}
+    linf = write_evaluation(tmp_path / "linf", outcomes, labels, settings=AttackSettings(norm="Linf", epsilon=0.5))
+    l2 = write_evaluation(tmp_path / "l2", outcomes, labels, settings=AttackSettings(norm="L2", epsilon=0.5))
+    with pytest.raises(ValueError, match=r"different threat models: L∞ ε = 127.5/255 against L2 ε = 0.5\.") as refused:
+        compare_evaluations([linf, l2], bootstrap_samples=10)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_saved_comparison_of_the_first_schema_renders_as_it_did() -> None:
+    """comparison.json files written before `norm` existed were all rendered as L∞; they still are."""
+    data = {"schema_version": 1, "models": [{"name": "a"}, {"name": "b"}], "num_samples": 10, "epsilon": 8 / 255,
+            "bootstrap": {"samples": 10, "confidence": 0.95, "seed": 0}, "metrics": [], "notes": []}
+    assert "10 images, the same indices and labels in every evaluation, L∞ ε = 8/255." in format_comparison_markdown(data)
+
+
+def test_exact_halves_round_the_same_way_everywhere():
+    """821/2000 is exactly 41.05 %: the float just below it must not round down while 61/2000 rounds up."""
+    from mimir_hf.evaluation.comparison_markdown import format_percent
+
+    assert format_percent(821 / 2000) == "41.1" and format_percent(61 / 2000) == "3.1"
+    assert format_percent(0.558 - 0.5275, signed=True) == "+3.1" and format_percent(0.5275 - 0.558, signed=True) == "−3.1"
+    assert format_percent(0.4104) == "41.0" and format_percent(-0.0004, signed=True) == "0.0"

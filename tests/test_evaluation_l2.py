@@ -3,6 +3,7 @@ from pyautoattack, the report's labels and the gradient-masking checks measured 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -45,11 +46,11 @@ def test_l2_pgd_matches_closed_form_on_linear_model(attack: str, epsilon: float)
     report = evaluate_robustness(model, x, labels=y, attacks=["clean", attack], epsilon=epsilon, step_size=epsilon / 4,
                                  **QUICK)
     expected = closed_form_l2_robust(model, x, y, epsilon)
-    assert report.results[attack].correct.tolist() == expected.tolist()
+    assert report.per_sample.correct[attack].tolist() == expected.tolist()
     assert report.accuracy(attack) < report.accuracy("clean")  # the test has teeth
     # measured in L2: inside the radius, and far outside any L∞ ball of the same ε/√d a sign step would give
-    assert report.results[attack].max_perturbation <= epsilon + 1e-5
-    assert report.results[attack].max_perturbation > 0.9 * epsilon
+    assert report.attacks[attack].max_perturbation <= epsilon + 1e-5
+    assert report.attacks[attack].max_perturbation > 0.9 * epsilon
 
 
 def test_l2_report_labels_its_threat_model(tmp_path) -> None:
@@ -65,7 +66,7 @@ def test_l2_report_labels_its_threat_model(tmp_path) -> None:
     checks = {c["name"]: c for c in data["checks"]}
     assert checks["perturbation_within_budget"]["passed"] and "L2 ball" in checks["perturbation_within_budget"]["detail"]
     assert checks["large_epsilon_accuracy_near_zero"]["passed"]  # ε = 8 is the L2 large budget
-    files = eval_result_files(dict(data, dataset="uoft-cs/cifar10"))
+    files = eval_result_files(dataclasses.replace(report, dataset="uoft-cs/cifar10"))
     (entry,) = yaml.safe_load(files[".eval_results/pgd-5-l2-eps0.5.yaml"])
     assert entry["value"] == data["attacks"]["pgd-5"]["accuracy"] and "L2 ε = 0.5" in entry["notes"]
 
@@ -94,6 +95,6 @@ def test_autoattack_l2_from_pyautoattack_finds_the_linear_worst_case(tmp_path) -
                                  autoattack_version="custom", autoattack_attacks=["apgd-ce"], output_dir=tmp_path,
                                  **{**QUICK, "plot": False})
     expected = closed_form_l2_robust(model, x, y, 0.1)
-    assert report.results["autoattack"].correct.tolist() == expected.tolist()
-    assert report.results["autoattack"].max_perturbation <= 0.1 + 1e-4
+    assert report.per_sample.correct["autoattack"].tolist() == expected.tolist()
+    assert report.attacks["autoattack"].max_perturbation <= 0.1 + 1e-4
     assert "L2" in (tmp_path / "autoattack.log").read_text()

@@ -43,7 +43,7 @@ def test_autoattack_runs_end_to_end_on_a_tiny_vit(tmp_path) -> None:
     )
     assert report.accuracy("clean") == 1.0
     assert report.accuracy("autoattack") < 1.0
-    assert report.results["autoattack"].max_perturbation <= 8 / 255 + 1e-5
+    assert report.attacks["autoattack"].max_perturbation <= 8 / 255 + 1e-5
     data = json.loads((tmp_path / "robustness.json").read_text())
     entry = data["attacks"]["autoattack"]
     assert entry["library"] == "autoattack" and entry["library_version"] == importlib.metadata.version("pyautoattack") and entry["version"] == "custom"
@@ -65,9 +65,10 @@ def test_autoattack_standard_on_a_tiny_vit(tmp_path) -> None:
     for component in ("apgd-ce", "apgd-t", "fab-t", "square"):
         assert f"using standard version including {component}." in log
     assert "robust accuracy after APGD-CE" in log
-    components = report.results["autoattack"].extra["components"]
-    assert [c["name"] for c in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    assert components[-1]["robust_accuracy_after"] == pytest.approx(report.accuracy("autoattack"))
+    components = report.attacks["autoattack"].components
+    assert [c.name for c in components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert components[-1].robust_accuracy_after == pytest.approx(report.accuracy("autoattack"))
+    assert report.attacks["autoattack"].standard_autoattack  # the four standard components ran on every image
     assert report.accuracy("autoattack") <= report.accuracy("pgd-20")
     assert {c.name: c.passed for c in report.checks}["autoattack_at_most_pgd"]
 
@@ -80,8 +81,8 @@ def test_adaptive_attacks_run_on_a_tiny_vit() -> None:
         progress=False, plot=False,
     )
     for name in ("pgd-mi-5", "pgd-feature-5", "cw-5"):
-        assert report.results[name].max_perturbation <= 8 / 255 + 1e-6
-        assert report.results[name].max_perturbation > 4 / 255  # each attack moved the inputs by more than half its budget
+        assert report.attacks[name].max_perturbation <= 8 / 255 + 1e-6
+        assert report.attacks[name].max_perturbation > 4 / 255  # each attack moved the inputs by more than half its budget
     assert report.accuracy("clean") == 1.0  # labels are the model's own predictions
     assert report.accuracy("pgd-mi-5") < 1.0  # CE + nHSIC still attacks the classifier
     assert report.accuracy("cw-5") < 1.0  # the margin attack breaks points of an untrained model
@@ -101,6 +102,51 @@ def test_pgd_feature_moves_the_encoder_features() -> None:
         adv_f = wrapper.logits_and_features(adversarial)[1].flatten(1)
         rand_f = wrapper.logits_and_features(random)[1].flatten(1)
     assert ((adv_f - clean_f).norm(dim=1) > (rand_f - clean_f).norm(dim=1)).all()
+
+
+def test_pgd_mi_ascends_the_mi_term() -> None:
+    """The MI term steers the attack: from the same start, a weight on it crafts another x′, one whose
+    nHSIC(features, x′) is higher than pure CE (weight 0) reaches. An MI term that did nothing fails both."""
+    from mimir_hf.evaluation.attacks import Attack
+    from mimir_hf.mutual_information import hsic_normalized_cca
+
+    model = tiny_vit()
+    x, y = own_labels(model, 8)
+    wrapper = LogitsModel(model)
+
+    def craft(weight: float) -> torch.Tensor:
+        spec = parse_attack_name("pgd-mi-10", AttackSettings(mi_weight=weight))
+        return Attack(spec).run(wrapper, x, y, generator=torch.Generator().manual_seed(0))
+
+    def nhsic(images: torch.Tensor) -> float:
+        with torch.no_grad():
+            features = wrapper.logits_and_features(images)[1]
+        return float(hsic_normalized_cca(features.flatten(1), images.flatten(1)))
+
+    ce_only, with_mi = craft(0.0), craft(10.0)
+    assert (with_mi - ce_only).abs().max() > 4 / 255
+    assert nhsic(with_mi) > nhsic(ce_only) + 1e-3
+
+
+def test_pgd_mi_estimates_with_the_training_penalty_at_the_chosen_precision(monkeypatch) -> None:
+    from mimir_hf.evaluation.attacks import Attack
+    from mimir_hf.mutual_information import ESTIMATORS, hsic_normalized_cca
+
+    seen = []
+
+    def recording(x, y, sigma, epsilon, compute_dtype=None):
+        seen.append(compute_dtype)
+        return hsic_normalized_cca(x, y, sigma, epsilon, compute_dtype=compute_dtype)
+
+    monkeypatch.setitem(ESTIMATORS, "hsic_cca", recording)
+    model = tiny_vit()
+    x, y = own_labels(model, 4)
+    spec = parse_attack_name("pgd-mi-2", AttackSettings(mi_compute_dtype="float32"))
+    Attack(spec).run(LogitsModel(model), x, y, generator=torch.Generator().manual_seed(0))
+    assert seen and set(seen) == {"float32"}
+    assert spec.options["mi_compute_dtype"] == "float32"  # recorded in the report's pgd-mi entry
+    with pytest.raises(ValueError, match="mi_compute_dtype"):
+        AttackSettings(mi_compute_dtype="float16")
 
 
 def test_wrapper_returns_logits_and_applies_the_processor_normalisation() -> None:

@@ -71,3 +71,19 @@ def test_recipe_rejects_unknown_options_and_bad_budgets(tmp_path) -> None:
         recipe.main(["--model_name_or_path", str(tmp_path), "--epsilon=-8/255"])
     with pytest.raises(ValueError, match=r"Unknown option\(s\): --epsilonn \(did you mean --epsilon\?\)"):
         recipe.main(["--model_name_or_path", str(tmp_path), "--epsilonn", "8/255"])
+
+
+def test_a_refused_evaluation_leaves_the_run_record_alone(tmp_path) -> None:
+    """recipe_config.yaml records a run that happened: an evaluation refused before it ran must not replace
+    the record of the one whose report is in the folder."""
+    digits_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "recipe_config.yaml").write_text("epsilon: 8/255\n")  # the record of an earlier, accepted run
+    recipe = load_recipe()
+    with pytest.raises(ValueError, match="budget is 8/255"):
+        recipe.main(["--protocol", "robustbench", "--dataset", "uoft-cs/cifar10", "--epsilon", "4/255",
+                     "--model_name_or_path", str(tmp_path / "ckpt"), "--output_dir", str(out)])
+    with pytest.raises(OSError, match="Cannot load an image classifier"):
+        recipe.main(["--model_name_or_path", str(tmp_path / "nowhere"), "--output_dir", str(out)])
+    assert (out / "recipe_config.yaml").read_text() == "epsilon: 8/255\n"

@@ -91,7 +91,7 @@ def test_autoattack_components_reproduce_the_packaged_cascade(tmp_path) -> None:
     adversary = _build_autoattack(spec, wrapper, "standard", None, 10, torch.device("cpu"))
     _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=12)
     packaged_robust = (y_adv == y).numpy()
-    np.testing.assert_array_equal(report.results["autoattack"].correct, packaged_robust)
+    np.testing.assert_array_equal(report.per_sample.correct["autoattack"], packaged_robust)
 
     entry = json.loads((tmp_path / "robustness.json").read_text())["attacks"]["autoattack"]
     components = entry["components"]
@@ -148,8 +148,8 @@ def test_indices_select_images_in_the_given_order(tmp_path) -> None:
     y[3] = (y[3] + 1) % 10
     report = evaluate_robustness(model, x, labels=y, indices=[7, 3, 5], attacks=["clean"], epsilon_sweep=(),
                                  progress=False, plot=False)
-    assert report.indices.tolist() == [7, 3, 5]
-    assert report.results["clean"].correct.tolist() == [True, False, True]
+    assert report.per_sample.indices.tolist() == [7, 3, 5]
+    assert report.per_sample.correct["clean"].tolist() == [True, False, True]
     with pytest.raises(ValueError, match="duplicates"):
         evaluate_robustness(model, x, labels=y, indices=[1, 1], attacks=["clean"], epsilon_sweep=(), progress=False)
 
@@ -223,7 +223,7 @@ def test_state_of_another_evaluation_is_refused(tmp_path) -> None:
     with pytest.raises(StateMismatchError, match="attacks"):
         evaluate_robustness(model, x, attacks=["clean", "pgd-3"], **common)
     report = evaluate_robustness(model, x, attacks=["clean", "pgd-3"], resume=False, **common)
-    assert "pgd-3" in report.results
+    assert "pgd-3" in report.attacks
 
 
 def test_a_model_retrained_in_place_does_not_inherit_the_state(tmp_path) -> None:
@@ -253,7 +253,7 @@ def test_a_torn_batch_file_is_recomputed(tmp_path) -> None:
     first = evaluate_robustness(model, x, **common)
     (tmp_path / STATE_DIRNAME / "batch_0000001.json").write_text('{"index": 1, "attac')
     second = evaluate_robustness(model, x, **common)
-    np.testing.assert_array_equal(first.results["pgd-2"].correct, second.results["pgd-2"].correct)
+    np.testing.assert_array_equal(first.per_sample.correct["pgd-2"], second.per_sample.correct["pgd-2"])
 
 
 # ------------------------------------------------------------------------------------------------

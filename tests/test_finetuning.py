@@ -149,6 +149,34 @@ def test_conversion_reproduces_mae_encoder_exactly(tmp_path, pooling):
         assert torch.equal(got.last_hidden_state, reference.last_hidden_state)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_converted_logits_are_the_new_head_on_the_pretrained_encoder(tmp_path, pooling):
+    """End to end, from a saved pretraining checkpoint: the classifier's logits are its head applied to
+    the MAE encoder's pooled features (mean: the key bias, invisible to softmax, is the only change)."""
+    mae = tiny_mae()
+    with torch.no_grad():
+        for parameter in mae.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    mae.save_pretrained(tmp_path / "mae")
+    classifier = mae_to_classifier(str(tmp_path / "mae"), num_labels=4, pooling=pooling,
+                                   generator=torch.Generator().manual_seed(1)).eval()
+    pixels = torch.rand(3, 3, 16, 16)
+    grid = TINY["image_size"] // TINY["patch_size"]
+    mae.config.mask_ratio = 0.0
+    with torch.no_grad():
+        encoded = mae.vit(pixels, noise=torch.arange(grid * grid, dtype=torch.float32).expand(3, -1), output_hidden_states=True)
+        logits = classifier(pixel_values=pixels).logits
+    if pooling == "mean":
+        features = F.layer_norm(encoded.hidden_states[-1][:, 1:].mean(1), (TINY["hidden_size"],), eps=TINY["layer_norm_eps"])
+    else:
+        features = encoded.last_hidden_state[:, 0]
+    expected = F.linear(features, classifier.classifier.weight, classifier.classifier.bias)
+    tolerance = 1e-5 if pooling == "mean" else 0.0
+    torch.testing.assert_close(logits, expected, rtol=0, atol=tolerance)
+    assert logits.std() > 1e-3  # the head is not degenerate, so the comparison means something
+
+
 def test_head_init_std_and_default():
     assert default_head_init_std(224) == 2e-5 and default_head_init_std(32) == 2e-2
     classifier = mae_to_classifier(tiny_mae(), num_labels=10, generator=torch.Generator().manual_seed(0))

@@ -42,15 +42,16 @@ def test_finetune_configs_parse(config):
     if "cifar10" in config.stem:
         assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (10, 50, 5)
         assert abs(args.attack_epsilon * 255 - 8) < 1e-9 and abs(args.attack_step_size * 255 - 2) < 1e-9
+    # the ImageNet configs stream, their schedules in steps: tests/test_streaming.py checks them against the epochs
     if "imagenet" in config.stem and "apgd" in config.stem:  # Singh et al.'s recipe (docs/finetuning.md)
         assert (args.adversarial_method, args.attack_steps, args.attack_random_start) == ("apgd", 2, False)
-        assert (args.num_train_epochs, args.warmup_epochs, args.learning_rate, args.ema_decay) == (300, 20, 1e-3, 0.9999)
+        assert (args.learning_rate, args.ema_decay) == (1e-3, 0.9999)
         assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and (args.adam_beta2, args.layer_decay) == (0.95, 1.0)
         assert (data_args.rand_augment, data_args.random_erasing, data_args.train_crop_min_scale) == ("rand-m9-mstd0.5-inc1", 0.25, 0.08)
         assert (args.mixup_alpha, args.cutmix_alpha, args.mixup_prob, args.mixup_switch_prob) == (0.8, 1.0, 1.0, 0.5)
         assert args.label_smoothing_factor == 0.1
     elif "imagenet" in config.stem:
-        assert (args.attack_steps, args.num_train_epochs, args.warmup_epochs) == (1, 100, 10)
+        assert args.attack_steps == 1
         assert abs(args.attack_epsilon * 255 - 4) < 1e-9 and abs(args.attack_step_size * 255 - 5) < 1e-9
 
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import device_setup  # noqa: E402
 import gpu_replication  # noqa: E402
-from test_replicate import driver  # noqa: E402 (the driver module, loaded once)
+from test_replicate import plan, plan_stages, recipe  # noqa: E402
 
 
 def _config(name: str) -> dict:
@@ -52,8 +52,7 @@ def test_the_gpu_configs_are_the_papers_vit_t_and_differ_between_mae_and_mimir_o
     assert subset["max_eval_samples"] == 1000 and subset["attacks"] == ["clean", "pgd-20", "autoattack"]
     assert subset["autoattack_version"] == "custom" and subset["autoattack_attacks"] == ["apgd-ce", "apgd-t"]
     assert "device" not in full and "device" not in subset  # CUDA when there is one
-    args = driver.parse_args(["--data_dir", "x", "--config_dir", str(GPU_DIR), "--output_dir", "o"])
-    assert len(driver.plan_stages(args)) == 11
+    assert len(plan_stages(plan(["--data_dir", "x", "--config_dir", str(GPU_DIR), "--output_dir", "o"]))) == 11
 
 
 @pytest.mark.slow  # imports transformers' Trainer stack: ~10 s alone on a shared 2-core machine
@@ -195,13 +194,13 @@ os.execv({fake!r}, [{fake!r}, *sys.argv[1:]])
 
 
 def test_the_time_limits_are_checked():
-    args = driver.parse_args(["--time_limit", "100"])
+    args = plan(["--time_limit", "100"]).args
     assert (args.time_limit, args.launch_limit) == (100, 100)
-    assert driver.parse_args(["--time_limit", "100", "--launch_limit", "200"]).launch_limit == 100
-    assert driver.parse_args(["--launch_limit", "50"]).time_limit is None
+    assert plan(["--time_limit", "100", "--launch_limit", "200"]).args.launch_limit == 100
+    assert plan(["--launch_limit", "50"]).args.time_limit is None
     for bad in (["--time_limit", "0"], ["--launch_limit", "-1"], ["--progress_every", "-1"]):
-        with pytest.raises(SystemExit):
-            driver.parse_args(bad)
+        with pytest.raises(ValueError):
+            plan(bad)
 
 
 @pytest.mark.slow  # a few short subprocesses, and one stopped after 4 s
@@ -216,7 +215,7 @@ def test_the_time_limit_stops_running_stages_and_the_results_are_still_written(t
     sleepy.chmod(0o755)
     out = tmp_path / "out"
     start = time.perf_counter()
-    status = driver.main(["--data_dir", str(_write_npz_data(tmp_path / "data")), "--output_dir", str(out), "--config_dir",
+    status = recipe.main(["--data_dir", str(_write_npz_data(tmp_path / "data")), "--output_dir", str(out), "--config_dir",
                           str(GPU_DIR), "--jobs", "2", "--python", str(sleepy), "--time_limit", "4", "--progress_every", "1"])
     assert status == 4 and time.perf_counter() - start < 30  # not the minute pretrain-mimir wanted
     record = json.loads((out / "stages.json").read_text())

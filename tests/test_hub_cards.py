@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from evaluation_folders import measured_report
 from hub_server import build_tiny_checkpoints
 
+from mimir_hf.evaluation import AttackSettings, RobustnessReport
 from mimir_hf.hub import (
     REQUIRED_TAGS,
     MissingEvaluationError,
@@ -43,7 +45,12 @@ def classifier(checkpoints, tmp_path):
 
 
 def _report(folder: Path) -> dict:
+    """robustness.json's content, for a test to edit and write back."""
     return json.loads((folder / "robustness.json").read_text())
+
+
+def _loaded(folder: Path) -> RobustnessReport:
+    return RobustnessReport.load(folder)
 
 
 def test_templates_ship_with_the_package():
@@ -55,7 +62,7 @@ def test_templates_ship_with_the_package():
 def test_classifier_card_round_trip(classifier):
     report = _report(classifier)
     text = render_model_card(classifier, repo_id="org/mimir-tiny", base_model="org/mimir-tiny-pretrain")
-    card = validate_model_card(text, report=report, base_model="org/mimir-tiny-pretrain")
+    card = validate_model_card(text, report=_loaded(classifier), base_model="org/mimir-tiny-pretrain")
 
     data = card.data
     assert data.library_name == "transformers"
@@ -97,13 +104,14 @@ def test_card_follows_the_report_not_hand_typed_numbers(classifier):
     card = build_model_card(classifier, repo_id="org/x")
     assert {r.metric_config: r.metric_value for r in card.data.eval_results}["autoattack"] == 0.123456
     with pytest.raises(ValueError, match="autoattack: card says 0.123456"):
-        bad = dict(report, attacks={**report["attacks"], "autoattack": {**report["attacks"]["autoattack"], "accuracy": 0.5}})
-        validate_model_card(str(card), report=bad)
+        report["attacks"]["autoattack"]["accuracy"] = 0.5
+        validate_model_card(str(card), report=RobustnessReport.from_dict(report))
 
 
 def test_failed_sanity_checks_are_flagged(classifier):
     report = _report(classifier)
-    report["checks"].append({"name": "black_box_weaker_than_white_box", "passed": False, "detail": "square beat PGD"})
+    report["checks"].append({"name": "black_box_weaker_than_white_box", "passed": False, "detail": "square beat PGD",
+                             "within_tolerance": False})
     (classifier / "robustness.json").write_text(json.dumps(report))
     text = render_model_card(classifier, repo_id="org/x")
     assert "sanity checks did not all pass" in text
@@ -179,11 +187,26 @@ def test_refuses_unloadable_or_normalising_checkpoints(classifier):
         files_to_publish(classifier)
 
 
-def test_refuses_a_report_about_another_model(classifier, checkpoints):
+def test_refuses_a_report_of_other_weights(classifier):
+    """Retrained (here: changed) in place, the checkpoint keeps its path; the old report must not publish with it."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    files_to_publish(classifier)  # the report measured these weights
+    model = AutoModelForImageClassification.from_pretrained(classifier)
+    with torch.no_grad():
+        model.classifier.weight.add_(0.01)
+    model.save_pretrained(classifier)
+    with pytest.raises(PublishError, match="measured other weights than those in") as refused:
+        publish_checkpoint(classifier, "org/x", dry_run=True)
+    assert "\n" not in str(refused.value) and "recipes/evaluate.py --model_name_or_path" in str(refused.value)
+
+
+def test_refuses_a_report_without_a_weights_fingerprint(classifier):
     report = _report(classifier)
-    report["model"] = str(checkpoints["pretraining"])  # exists, different weights
+    report["weights_fingerprint"] = None  # as no report of an older mimir_hf can say which weights it measured
     (classifier / "robustness.json").write_text(json.dumps(report))
-    with pytest.raises(PublishError, match="weights differ"):
+    with pytest.raises(PublishError, match="records no fingerprint of the weights it measured"):
         files_to_publish(classifier)
 
 
@@ -204,7 +227,8 @@ def test_files_to_publish(classifier):
 
 def test_autoattack_is_labelled_by_what_ran(classifier):
     report = _report(classifier)
-    report["attacks"]["autoattack"].update(version="custom", attacks=["apgd-ce"], attacks_run=["apgd-ce"])
+    report["attacks"]["autoattack"].update(version="custom", attacks=["apgd-ce"], attacks_run=["apgd-ce"],
+                                           standard_autoattack=False)
     (classifier / "robustness.json").write_text(json.dumps(report))
     text = render_model_card(classifier, repo_id="org/x")
     assert "standard" not in text.lower()  # neither in the table nor in the model-index
@@ -218,7 +242,8 @@ def test_autoattack_is_labelled_by_what_ran(classifier):
     text = render_model_card(classifier, repo_id="org/x")
     assert "standard" not in text.lower() and "AutoAttack (custom: APGD-CE, FAB-T, Square)" in text
 
-    report["attacks"]["autoattack"] = {**report["attacks"]["autoattack"], "version": "standard"}
+    report["attacks"]["autoattack"] = {**report["attacks"]["autoattack"], "version": "standard",
+                                       "standard_autoattack": True}
     report["attacks"]["autoattack"].pop("attacks_run")
     (classifier / "robustness.json").write_text(json.dumps(report))
     assert "| AutoAttack (standard) |" in render_model_card(classifier, repo_id="org/x")
@@ -238,6 +263,8 @@ def test_the_sweep_is_sorted_by_budget_and_holds_the_headline(classifier):
 def test_cards_show_stage_one_settings_and_only_chosen_options(classifier, checkpoints):
     (classifier / "recipe_config.yaml").write_text(
         f"model_name_or_path: {checkpoints['pretraining']}\ndataset: builtin:digits\nadam_beta1: 0.9\nadam_beta2: 0.95\n"
+        "_record:\n  argument_classes: [mimir_hf.finetuning.arguments.ModelArguments, mimir_hf.data.arguments.DataArguments, "
+        "mimir_hf.finetuning.arguments.AdversarialTrainingArguments]\n"
     )
     text = render_model_card(classifier, repo_id="org/x")
     stage_one = text.split("Stage-1 settings", 1)[1].split("```", 2)[1]
@@ -251,6 +278,27 @@ def test_cards_show_stage_one_settings_and_only_chosen_options(classifier, check
     (classifier / "recipe_config.yaml").write_text("model_name_or_path: scratch\ndataset: builtin:digits\n")
     text = render_model_card(classifier, repo_id="org/x")
     assert "from a random initialisation" in text and "Adversarial masked-autoencoder pretraining" not in text
+
+
+def test_a_quickstart_evaluation_card_lists_only_what_the_user_set(classifier, tmp_path):
+    """The evaluation's recipe_config.yaml names the argument classes that wrote it, RobustBenchArguments among
+    them: none of its fields, all unset, is listed as a choice."""
+    import dataclasses
+
+    from mimir_hf.cli import parse_recipe_args, save_recipe_config
+    from mimir_hf.data import DataArguments
+    from mimir_hf.evaluation import EvaluationArguments, RobustBenchArguments
+
+    quickstart = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "evaluate_quickstart.yaml"
+    arguments = parse_recipe_args((EvaluationArguments, DataArguments, RobustBenchArguments), [], default_config=quickstart)
+    evaluation = tmp_path / "evaluation"
+    save_recipe_config(evaluation, *arguments)
+    shutil.copy(classifier / "robustness.json", evaluation / "robustness.json")
+    text = render_model_card(classifier, repo_id="org/x", report=evaluation / "robustness.json")
+    shown = text.split("The evaluation ran with", 1)[1].split("```", 2)[1]
+    listed = {line.split(":")[0] for line in shown.splitlines() if line and not line.startswith(("-", " "))}
+    assert not listed & {f.name for f in dataclasses.fields(RobustBenchArguments)}, listed
+    assert {"max_eval_samples", "attacks", "epsilon", "sweep_attack", "cw_steps"} <= listed  # what the config set
 
 
 def test_a_pretraining_checkpoint_published_as_a_classifier_names_the_flag(checkpoints):
@@ -296,7 +344,7 @@ def test_publish_recipe_dry_run_writes_the_card(classifier, tmp_path, monkeypatc
     assert set(result.files) == {"README.md", "model.safetensors", "config.json", "preprocessor_config.json", "robustness.json",
                                  "autoattack.log", "recipe_config.yaml", "accuracy_vs_epsilon.png", "per_sample.npz",
                                  "robustness_table.txt"}
-    card = validate_model_card(card_path.read_text(), report=_report(classifier), base_model="org/mimir-tiny-pretrain")
+    card = validate_model_card(card_path.read_text(), report=_loaded(classifier), base_model="org/mimir-tiny-pretrain")
     assert card.data.model_name == "mimir-tiny"
     with pytest.raises(ValueError, match="Unknown option"):
         config = tmp_path / "bad.yaml"
@@ -306,13 +354,8 @@ def test_publish_recipe_dry_run_writes_the_card(classifier, tmp_path, monkeypatc
 
 def test_an_l2_card_labels_its_threat_model(classifier):
     """An L2 report's card says L2 and states the radius as a radius, never as k/255."""
-    report = _report(classifier)
-    report["threat_model"].update(norm="L2", epsilon=0.5)
-    for name, entry in report["attacks"].items():
-        if name != "clean" and "@" not in name:
-            entry["epsilon"] = 0.5
-    report["attacks"] = {k: v for k, v in report["attacks"].items() if "@" not in k}
-    (classifier / "robustness.json").write_text(json.dumps(report))
+    l2 = AttackSettings(norm="L2", epsilon=0.5)
+    measured_report({"clean": 0.75, "pgd-20": 0.5, "pgd-100": 0.5, "cw": 0.5, "autoattack": 0.25}, settings=l2).save(classifier)
     card = build_model_card(classifier, repo_id="org/x")
     text = str(card)
     assert "| Norm | L2 |" in text and "| Budget ε | 0.5 (= 0.5) |" in text
@@ -321,7 +364,9 @@ def test_an_l2_card_labels_its_threat_model(classifier):
     names = {r.metric_config: r.metric_name for r in card.data.eval_results}
     assert names["autoattack"].endswith("(L2, ε=0.5)")
     assert {r.metric_config: r.metric_args["norm"] for r in card.data.eval_results if r.metric_config != "clean"} == {
-        "pgd-20": "L2", "pgd-100": "L2", "autoattack": "L2"}
+        "pgd-20": "L2", "pgd-100": "L2", "cw": "L2", "autoattack": "L2"}
+    assert "| CW-L2 (PGD on the CW margin) |" in text and names["cw"] == "CW-L2 (PGD on the CW margin) accuracy (L2, ε=0.5)"
+    assert "CW-L∞" not in text
 
 
 def test_the_report_the_evaluation_writes_is_the_one_the_publisher_publishes(tmp_path):
@@ -345,3 +390,29 @@ def test_the_report_the_evaluation_writes_is_the_one_the_publisher_publishes(tmp
     values = {r.metric_config: r.metric_value for r in ModelCard(result.card).data.eval_results}
     assert values == {name: report.accuracy(name) for name in ("clean", "pgd-3", "autoattack")}
     assert "AutoAttack (custom: APGD-CE)" in result.card  # the suite that ran, from the report
+
+
+def test_the_clean_row_has_no_step_size(classifier):
+    text = render_model_card(classifier, repo_id="org/x")
+    (clean,) = [line for line in text.splitlines() if line.startswith("| Clean |")]
+    cells = [cell.strip() for cell in clean.strip("|").split("|")]
+    assert cells[0] == "Clean" and cells[3:7] == ["—", "—", "—", "—"]  # ε, steps, step size, restarts
+    assert "0/255" not in clean
+
+
+def test_a_model_of_no_preset_size_is_not_named_by_the_preset(classifier):
+    """The recipe records the preset it started from; a model of other dimensions is shown as what it is."""
+    (classifier / "recipe_config.yaml").write_text("dataset: builtin:digits\nmodel_size: vit-t\nhidden_size: 32\n")
+    text = render_model_card(classifier, repo_id="org/x")
+    trained = text.split("The finetuning recipe ran with", 1)[1].split("```", 2)[1]
+    assert "model_size: vit-t\n" not in trained
+    assert "model_size: custom (hidden size 32, 2 layers, 2 heads; not the vit-t preset)" in trained
+
+
+def test_a_check_passed_within_tolerance_is_not_shown_as_a_plain_pass(classifier):
+    report = _report(classifier)
+    report["checks"].append({"name": "autoattack_at_most_pgd", "passed": True, "within_tolerance": True,
+                             "detail": "a reduced AutoAttack (APGD-CE) is weaker than pgd-20 on this model"})
+    (classifier / "robustness.json").write_text(json.dumps(report))
+    text = render_model_card(classifier, repo_id="org/x")
+    assert "- ⚠️ `autoattack_at_most_pgd` — a reduced AutoAttack (APGD-CE) is weaker than pgd-20" in text

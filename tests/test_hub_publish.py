@@ -46,6 +46,7 @@ ONLINE_CLIENT = textwrap.dedent(
     from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
     from hub_server import tiny_images
+    from mimir_hf.evaluation import RobustnessReport
     from mimir_hf.hub import PublishError, publish_checkpoint, validate_model_card
 
     assert constants.ENDPOINT == os.environ["HF_ENDPOINT"] and not constants.HF_HUB_OFFLINE
@@ -75,7 +76,7 @@ ONLINE_CLIENT = textwrap.dedent(
     def _():
         card = ModelCard.load(args["classifier_repo"])
         report = json.load(open(hf_hub_download(args["classifier_repo"], "robustness.json")))
-        validate_model_card(str(card), report=report, base_model=args["pretraining_repo"])
+        validate_model_card(str(card), report=RobustnessReport.from_dict(report), base_model=args["pretraining_repo"])
         info = api.model_info(args["classifier_repo"])
         return {
             "values": {r.metric_config: r.metric_value for r in card.data.eval_results},

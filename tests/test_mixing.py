@@ -122,6 +122,7 @@ def test_generated_rows_go_through_the_transform(tmp_path):
 def test_card_says_additional_data(tmp_path):
     from hub_server import build_tiny_checkpoints
 
+    from mimir_hf.evaluation import RobustnessReport
     from mimir_hf.hub import render_model_card, validate_model_card
 
     checkpoints = build_tiny_checkpoints(tmp_path / "tiny")
@@ -130,7 +131,7 @@ def test_card_says_additional_data(tmp_path):
     report = json.loads((folder / "robustness.json").read_text())
     report["model"] = str(folder)
     (folder / "robustness.json").write_text(json.dumps(report))
-    card = validate_model_card(render_model_card(folder, repo_id="org/x"), report=report)
+    card = validate_model_card(render_model_card(folder, repo_id="org/x"), report=RobustnessReport.from_dict(report))
     assert getattr(card.data, "additional_data", None) is None
     # finetuned from a pretraining run that mixed in generated data
     pretrain = tmp_path / "pretrain"
@@ -139,7 +140,7 @@ def test_card_says_additional_data(tmp_path):
     recipe = yaml.safe_load((folder / "recipe_config.yaml").read_text()) if (folder / "recipe_config.yaml").is_file() else {}
     recipe["model_name_or_path"] = str(pretrain)
     (folder / "recipe_config.yaml").write_text(yaml.safe_dump(recipe))
-    card = validate_model_card(render_model_card(folder, repo_id="org/x"), report=report)
+    card = validate_model_card(render_model_card(folder, repo_id="org/x"), report=RobustnessReport.from_dict(report))
     assert card.data.additional_data is True and "additional_data: true" in str(card)
 
 

@@ -358,3 +358,28 @@ def test_penalty_propagates_bad_batches() -> None:
     with pytest.raises(ValueError, match="at least 2 samples"):
         penalty(torch.randn(1, 4), torch.rand(1, 3))
     assert penalty.num_dropped == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"epsilon": 0.0}, "epsilon"),
+        ({"sigma": 0.0}, "sigma"),
+        ({"estimator": "mine"}, "estimator"),
+        ({"compute_dtype": "float16"}, "compute_dtype"),
+        ({"estimator": "renyi", "alpha": 1.0}, "alpha"),
+    ],
+)
+def test_mi_settings_fail_where_they_are_set(tmp_path, values: dict, field: str) -> None:
+    """The model config, the training arguments and the penalty refuse the same values at construction,
+    with one rule, instead of at the first forward pass."""
+    from mimir_hf.modeling import MimirConfig
+    from mimir_hf.pretraining import MimirTrainingArguments
+
+    with pytest.raises(ValueError, match=field):
+        MutualInformationPenalty(**values)
+    prefixed = {f"mi_{key}": value for key, value in values.items()}
+    with pytest.raises(ValueError, match=f"mi_{field}"):
+        MimirConfig(**prefixed)
+    with pytest.raises(ValueError, match=f"mi_{field}"):
+        MimirTrainingArguments(output_dir=str(tmp_path), report_to="none", **prefixed)

@@ -14,25 +14,34 @@ import pytest
 import torch
 
 from mimir_hf.cli import parse_recipe_args
-from mimir_hf.data import DataArguments
+from mimir_hf.data import DataArguments, collate_images, eval_transform, with_transform
 from mimir_hf.modeling import MimirForPreTraining, mimir_config
-from mimir_hf.pretraining import MimirTrainer, MimirTrainingArguments, craft_adversarial_pixels, mae_attack_objective
-from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
+from mimir_hf.pretraining import (
+    MimirTrainer,
+    MimirTrainingArguments,
+    PretrainModelArguments,
+    craft_adversarial_pixels,
+    mae_attack_objective,
+)
+from mimir_hf.pretraining.run import run_pretraining
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
 
 class RandomImages(torch.utils.data.Dataset):
-    def __init__(self, n: int = 32, size: int = 32):
-        self.n, self.size = n, size
+    def __init__(self, n: int = 32, size: int = 32, labels: bool = False):
+        self.n, self.size, self.labels = n, size, labels
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(i)
-        return {"pixel_values": torch.rand(3, self.size, self.size, generator=g)}
+        row = {"pixel_values": torch.rand(3, self.size, self.size, generator=g)}
+        if self.labels:
+            row["labels"] = torch.tensor(i % 10)
+        return row
 
 
 def make_args(tmp_path, **overrides) -> MimirTrainingArguments:
@@ -117,15 +126,18 @@ def test_dropped_mi_batches_are_counted_in_the_logs(tmp_path, monkeypatch):
 
 
 def test_gradient_accumulation_matches_the_large_batch(tmp_path):
-    """Attack and MI off (both are batch-level), 4 x 2 accumulation must equal one batch of 8."""
+    """Attack and MI off (both are batch-level), 4 x 2 accumulation must equal one batch of 8. The rows
+    carry labels, as a labelled data set's do in the recipe: the stock Trainer then counts them and, for a
+    model whose forward takes **kwargs, would stop dividing the loss by the accumulation steps."""
     final = []
     for batch, accumulation in [(8, 1), (4, 2)]:
         model = tiny_model(mi_weight=0.0)
         args = make_args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
                          attack_steps=0, mi_weight=0.0, base_learning_rate=None, learning_rate=1.0,
                          warmup_steps=0, lr_scheduler_type="constant", max_steps=1, weight_decay=0.0,
-                         optim="sgd")  # Adam's first step is scale-free and would hide a doubled loss
-        MimirTrainer(model=model, args=args, train_dataset=RandomImages(8)).train()
+                         optim="sgd",  # Adam's first step is scale-free and would hide a doubled loss
+                         max_grad_norm=0.0)  # clipping would bring both updates to the same norm
+        MimirTrainer(model=model, args=args, train_dataset=RandomImages(8, labels=True)).train()
         final.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     start = torch.cat([p.detach().flatten() for p in tiny_model(mi_weight=0.0).parameters()])
     assert (final[0] - start).abs().max() > 1e-4  # the step did something
@@ -190,6 +202,23 @@ def test_recipe_writes_a_complete_output_folder(tmp_path):
 
     pixels = processor(Image.new("RGB", (32, 32), (255, 0, 0)), return_tensors="pt")["pixel_values"]
     assert pixels.max() == 1.0 and pixels.min() == 0.0  # rescaled to [0, 1], not normalised
+
+
+def test_the_reconstruction_picture_shows_held_out_training_images_never_test_images(tmp_path, monkeypatch):
+    from mimir_hf.data.splits import hold_out_validation
+    from mimir_hf.pretraining import run as run_module
+
+    shown = []
+    monkeypatch.setattr(run_module, "save_reconstruction_grid", lambda model, pixels, path: shown.append(pixels) or path)
+    model_args, data_args, training_args = _tiny_recipe_args(tmp_path, "builtin:digits", max_steps=1)
+    data_args.validation_split_size, data_args.validation_split_seed = 8, 3
+    run_pretraining(model_args, data_args, training_args)
+    train = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
+    _, held_out = hold_out_validation(train, 8, seed=3)
+    expected = collate_images(list(with_transform(held_out.select(range(4)), eval_transform(32))))["pixel_values"]
+    torch.testing.assert_close(shown[0], expected)
+    test_images = collate_images(list(with_transform(data_args.load(data_args.eval_split, max_samples=4), eval_transform(32))))
+    assert not torch.equal(shown[0], test_images["pixel_values"])
 
 
 def _write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None = None) -> str:

@@ -1,4 +1,4 @@
-"""recipes/replicate_cifar10.py: stage planning, the results table, and a micro-scale end-to-end run."""
+"""mimir_hf.replication and recipes/replicate_cifar10.py: stage planning, the results table, and a micro-scale end-to-end run."""
 
 from __future__ import annotations
 
@@ -10,20 +10,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from evaluation_folders import measured_report
+
+from mimir_hf.cli import parse_recipe_args
+from mimir_hf.replication import (
+    HEADLINE_ATTACKS,
+    Replication,
+    ReplicationArguments,
+    StageFailedError,
+    archive_run,
+    collect_results,
+    format_markdown,
+    plan_stages,
+    run_stages,
+    write_results,
+)
+from mimir_hf.replication import driver as driver_module
+from mimir_hf.replication import scheduler as scheduler_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "recipes" / "configs" / "replicate_cpu"
 
 
-def _load_driver():
+def plan(argv: list[str]) -> Replication:
+    """What the recipe does with its command line, short of running it."""
+    (args,) = parse_recipe_args((ReplicationArguments,), argv)
+    return Replication.from_arguments(args)
+
+
+def _load_recipe():
     spec = importlib.util.spec_from_file_location("replicate_cifar10", ROOT / "recipes" / "replicate_cifar10.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
 
-driver = _load_driver()
+recipe = _load_recipe()
 
 
 def _write_npz_data(folder: Path, num_train: int = 64, num_test: int = 16) -> Path:
@@ -71,9 +93,9 @@ def test_every_config_parses_with_its_recipe():
 
 
 def test_plan_orders_stages_and_applies_overrides(tmp_path):
-    args = driver.parse_args(["--output_dir", str(tmp_path), "--data_dir", "/data/c10", "--scale_factor", "0.5",
+    args = plan(["--output_dir", str(tmp_path), "--data_dir", "/data/c10", "--scale_factor", "0.5",
                               "--arms", "c,a", "--autoattack_version", "standard"])
-    stages = driver.plan_stages(args)
+    stages = plan_stages(args)
     # runs in the order given, each run's stages together
     assert [s.name for s in stages] == ["pretrain-mimir", "finetune-mimir", "eval-mimir", "finetune-scratch", "eval-scratch"]
     base = yaml.safe_load((CONFIG_DIR / "finetune.yaml").read_text())["max_train_samples"]
@@ -84,28 +106,27 @@ def test_plan_orders_stages_and_applies_overrides(tmp_path):
     evaluation = stages[4].command("python")
     assert evaluation[evaluation.index("--autoattack_version") + 1] == "standard"
     assert evaluation[evaluation.index("--dataset") + 1] == "/data/c10"
-    with pytest.raises(SystemExit):
-        driver.parse_args(["--arms", "a,d"])
+    with pytest.raises(ValueError):
+        plan(["--arms", "a,d"])
 
 
 def test_results_come_only_from_the_reports(tmp_path):
-    args = driver.parse_args(["--output_dir", str(tmp_path), "--arms", "a,c"])
-    report = {
-        "num_samples": 4, "threat_model": {"epsilon": 8 / 255},
-        "attacks": {"clean": {"accuracy": 0.75}, "pgd-20": {"accuracy": 0.5},
-                    "autoattack": {"accuracy": 0.25, "version": "custom", "attacks": ["apgd-ce", "apgd-t"]}},
-        "worst_case": {"accuracy": 0.25, "attacks": ["clean", "pgd-20", "autoattack"]},
-        "checks": [{"name": "x", "passed": True}], "checks_passed": True,
-    }
-    (tmp_path / "eval-mimir").mkdir()
-    (tmp_path / "eval-mimir" / "robustness.json").write_text(json.dumps(report))
+    args = plan(["--output_dir", str(tmp_path), "--arms", "a,c"])
+    from evaluation_folders import write_evaluation
+
+    from mimir_hf.evaluation import AttackSettings
+
+    clean, pgd, aa = np.array([1, 1, 1, 0], bool), np.array([1, 1, 0, 0], bool), np.array([1, 0, 0, 0], bool)
+    write_evaluation(tmp_path / "eval-mimir", {"clean": clean, "pgd-20": pgd, "autoattack": aa}, np.arange(4) % 10,
+                     AttackSettings(autoattack_version="custom", autoattack_attacks=("apgd-ce", "apgd-t")))
     log = {"pretrain-mimir": {"wall_time_seconds": 65.0}, "finetune-mimir": {"wall_time_seconds": 5.0}}
-    results = driver.write_results(args, log)
+    results = write_results(args, log)
     scratch, mimir = results["arms"]
     assert scratch["missing"] and mimir["accuracy"] == {"clean": 0.75, "pgd-20": 0.5, "autoattack": 0.25}
     markdown = (tmp_path / "results.md").read_text()
     assert "| (c) MIMIR -> PGD-3-AT | 75.0 | 50.0 | 25.0 | 25.0 | 4 | 1m05s | 5s | — | passed |" in markdown
     assert "not evaluated" in markdown and "apgd-ce, apgd-t" in markdown
+    assert "| AutoAttack (APGD-CE + APGD-T; an upper bound on the standard suite) |" in markdown  # never "AutoAttack" alone
     assert json.loads((tmp_path / "results.json").read_text())["arms"][1]["worst_case"]["accuracy"] == 0.25
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
     assert results["paired"] == {"skipped": "fewer than two arms were evaluated"}
@@ -121,9 +142,9 @@ def test_results_carry_the_paired_statistics_of_the_library(tmp_path) -> None:
     scratch, mimir = pair_of_folders(tmp_path / "made", n=40, only_first=3, only_second=10)
     scratch.rename(tmp_path / "eval-scratch")
     mimir.rename(tmp_path / "eval-mimir")
-    args = driver.parse_args(["--output_dir", str(tmp_path), "--arms", "a,c", "--bootstrap_samples", "500",
+    args = plan(["--output_dir", str(tmp_path), "--arms", "a,c", "--bootstrap_samples", "500",
                               "--bootstrap_seed", "3"])
-    results = driver.write_results(args, {})
+    results = write_results(args, {})
     paired = results["paired"]
     assert [m["name"] for m in paired["metrics"]] == ["clean", "pgd-20", "autoattack", "worst case",
                                                       "(clean + autoattack) / 2"]
@@ -131,7 +152,7 @@ def test_results_carry_the_paired_statistics_of_the_library(tmp_path) -> None:
     assert (pair["first"], pair["second"], pair["only_first_correct"], pair["only_second_correct"]) == ("scratch", "mimir", 3, 10)
     assert pair["mcnemar_p"] == mcnemar_exact(3, 10)
     same = compare_evaluations([tmp_path / "eval-scratch", tmp_path / "eval-mimir"], names=["scratch", "mimir"],
-                               attacks=list(driver.HEADLINE_ATTACKS), bootstrap_samples=500, seed=3)
+                               attacks=list(HEADLINE_ATTACKS), bootstrap_samples=500, seed=3)
     assert paired == json.loads(json.dumps(same.to_dict()))  # exactly what recipes/compare.py computes
     assert json.loads((tmp_path / "results.json").read_text())["paired"] == paired
     markdown = (tmp_path / "results.md").read_text()
@@ -143,7 +164,7 @@ def test_results_carry_the_paired_statistics_of_the_library(tmp_path) -> None:
         arrays = dict(data)
     arrays["labels"] = (arrays["labels"] + 1) % 10
     np.savez_compressed(tmp_path / "eval-mimir" / "per_sample.npz", **arrays)
-    results = driver.write_results(args, {})
+    results = write_results(args, {})
     assert "not of the same images" in results["paired"]["skipped"]
     assert "No paired statistics: Evaluations 'scratch'" in (tmp_path / "results.md").read_text()
 
@@ -152,9 +173,9 @@ PAPER_SET = ROOT / "recipes" / "configs" / "replicate_paper.yaml"
 
 
 def test_the_paper_config_set_launches_training_through_accelerate(tmp_path):
-    args = driver.parse_args(["--config_set", str(PAPER_SET), "--data_dir", "/data/c10", "--output_dir", str(tmp_path),
+    args = plan(["--config_set", str(PAPER_SET), "--data_dir", "/data/c10", "--output_dir", str(tmp_path),
                               "--finetune_args", "--num_train_epochs 1"])
-    stages = driver.plan_stages(args)
+    stages = plan_stages(args)
     assert len(stages) == 8
     for stage in stages:
         command = stage.command("python")
@@ -172,12 +193,12 @@ def test_the_paper_config_set_launches_training_through_accelerate(tmp_path):
     # the shared finetune config keeps the pretrained arms' layer decay; only scratch trains without it
     layer_decay = {s.name: s.overrides[s.overrides.index("--layer_decay") + 1] for s in stages if "--layer_decay" in s.overrides}
     assert layer_decay == {"finetune-scratch": "1.0"}
-    plain = driver.parse_args(["--config_set", str(PAPER_SET), "--accelerate_config", "none", "--data_dir", "x"])
-    assert all(s.accelerate_config is None for s in driver.plan_stages(plain))
-    with pytest.raises(SystemExit):
-        driver.parse_args(["--accelerate_config", str(tmp_path / "missing.yaml")])
-    with pytest.raises(SystemExit):
-        driver.parse_args(["--num_arm", "a"])  # abbreviations are refused
+    plain = plan(["--config_set", str(PAPER_SET), "--accelerate_config", "none", "--data_dir", "x"])
+    assert all(s.accelerate_config is None for s in plan_stages(plain))
+    with pytest.raises(ValueError):
+        plan(["--accelerate_config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError):
+        plan(["--num_arm", "a"])  # abbreviations are refused
 
 
 @pytest.mark.slow  # two processes importing torch
@@ -187,8 +208,8 @@ def test_a_stage_command_runs_under_accelerate_launch(tmp_path):
     import subprocess
 
     single = ROOT / "recipes" / "accelerate_configs" / "single_process.yaml"
-    args = driver.parse_args(["--accelerate_config", str(single), "--data_dir", "x", "--output_dir", str(tmp_path), "--arms", "c"])
-    command = driver.plan_stages(args)[0].command(sys.executable)
+    args = plan(["--accelerate_config", str(single), "--data_dir", "x", "--output_dir", str(tmp_path), "--arms", "c"])
+    command = plan_stages(args)[0].command(sys.executable)
     assert command[1:4] == ["-m", "accelerate.commands.launch", "-q"]
     result = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300, cwd=ROOT,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -201,21 +222,21 @@ def test_the_data_dir_is_checked_before_any_stage(tmp_path, monkeypatch, capsys)
     def no_stage(*args, **kwargs):
         raise AssertionError("a stage started")
 
-    monkeypatch.setattr(driver, "run_stages", no_stage)
+    monkeypatch.setattr(driver_module, "run_stages", no_stage)
     out = str(tmp_path / "out")
-    with pytest.raises(SystemExit, match="--data_dir is required"):
-        driver.main(["--output_dir", out])
-    with pytest.raises(SystemExit, match="does not exist"):
-        driver.main(["--output_dir", out, "--data_dir", str(tmp_path / "nowhere")])
+    with pytest.raises(ValueError, match="--data_dir is required"):
+        recipe.main(["--output_dir", out])
+    with pytest.raises(ValueError, match="does not exist"):
+        recipe.main(["--output_dir", out, "--data_dir", str(tmp_path / "nowhere")])
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     np.savez(wrong / "val.npz", images=np.zeros((2, 32, 32, 3), np.uint8), labels=np.zeros(2, np.int64))
-    with pytest.raises(SystemExit, match="no readable split 'test'"):
-        driver.main(["--output_dir", out, "--data_dir", str(wrong)])
+    with pytest.raises(ValueError, match="no readable split 'test'"):
+        recipe.main(["--output_dir", out, "--data_dir", str(wrong)])
     assert not (tmp_path / "out").exists()  # nothing was started or written
-    monkeypatch.setattr(driver, "run_stages", lambda stages, args: {})
-    monkeypatch.setattr(driver, "write_results", lambda args, log: None)
-    assert driver.main(["--output_dir", out, "--data_dir", str(_write_npz_data(tmp_path / "data"))]) == 0
+    monkeypatch.setattr(driver_module, "run_stages", lambda stages, replication, on_done=None: {})
+    monkeypatch.setattr(driver_module, "write_results", lambda replication, log: None)
+    assert recipe.main(["--output_dir", out, "--data_dir", str(_write_npz_data(tmp_path / "data"))]) == 0
 
 
 @pytest.mark.slow
@@ -231,7 +252,7 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
         "--autoattack_version", "custom",
         "--eval_args", "--batch_size 16 --no_progress true --autoattack_attacks apgd-ce",
     ]
-    assert driver.main(argv) == 0
+    assert recipe.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert [row["name"] for row in results["arms"]] == ["scratch", "mae", "mimir"]
     for row in results["arms"]:
@@ -255,12 +276,12 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     first_times = json.loads((out / "stages.json").read_text())
 
     capsys.readouterr()
-    assert driver.main([*argv, "--skip_existing"]) == 0
+    assert recipe.main([*argv, "--skip_existing"]) == 0
     printed = capsys.readouterr().out
     assert printed.count("skipped") == 8
     again = json.loads((out / "stages.json").read_text())
     assert all(again[name]["wall_time_seconds"] == first_times[name]["wall_time_seconds"] for name in first_times)
-    assert "| (c) MIMIR -> PGD-3-AT |" in (out / "results.md").read_text()  # the finetune config's 3-step PGD
+    assert "| (c) MIMIR -> FGSM-RS |" in (out / "results.md").read_text()  # --finetune_args made the 3-step PGD 1-step
     paired = json.loads((out / "results.json").read_text())["paired"]
     assert [m["name"] for m in paired["models"]] == ["scratch", "mae", "mimir"] and paired["num_samples"] == 16
     assert len(next(m for m in paired["metrics"] if m["name"] == "autoattack")["pairs"]) == 3
@@ -272,7 +293,8 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
 V2_DIR = ROOT / "recipes" / "configs" / "replicate_cpu_v2"
 
 FAKE_RECIPE = '''#!{python}
-"""Stands in for a recipe: records when it ran and with how many threads, then writes the stage's outputs."""
+"""Stands in for a recipe: records when it ran and with how many threads, then writes the stage's outputs
+(a report written by the evaluator's own writer, so that the driver's results can read it)."""
 import os, sys, time, pathlib
 args = sys.argv[1:]
 out = pathlib.Path(args[args.index("--output_dir") + 1])
@@ -284,7 +306,9 @@ if out.name == os.environ.get("FAKE_FAIL"):
     sys.exit(7)
 out.mkdir(parents=True, exist_ok=True)
 if pathlib.Path(args[0]).name == "evaluate.py":
-    (out / "robustness.json").write_text("{{}}")
+    import shutil
+    template = {reports!r} + ("/autoattack" if out.name.endswith("autoattack") else "/pgd")
+    shutil.copytree(template, out, dirs_exist_ok=True)
 else:
     (out / "recipe_config.yaml").write_text("done")
     (out / "model.safetensors").write_text("done")
@@ -295,7 +319,10 @@ with trace.open("a") as f:
 
 def _fake_python(tmp_path: Path) -> Path:
     path = tmp_path / "fake-python"
-    path.write_text(FAKE_RECIPE.format(python=sys.executable))
+    reports = tmp_path / "fake-reports"  # written here once: a fake stage copies them without importing torch
+    for name, robust in (("pgd", "pgd-20"), ("autoattack", "autoattack")):
+        measured_report({"clean": 0.5, robust: 0.25}, num_samples=16).save(reports / name)
+    path.write_text(FAKE_RECIPE.format(python=sys.executable, reports=str(reports)))
     path.chmod(0o755)
     return path
 
@@ -314,12 +341,12 @@ def _trace(path: Path) -> dict[str, dict]:
 def test_parallel_stages_start_when_their_input_stage_has_finished(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TRACE", str(tmp_path / "trace"))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(driver.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(scheduler_module.os, "cpu_count", lambda: 4)
     out = tmp_path / "out"
-    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+    args = plan(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
                               str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR)])
-    stages = driver.plan_stages(args)
-    record = driver.run_stages(stages, args)
+    stages = plan_stages(args)
+    record = run_stages(stages, args)
     events = _trace(tmp_path / "trace")
     assert set(events) == {s.name for s in stages} == set(record)
     for stage in stages:
@@ -341,10 +368,10 @@ def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_pat
     monkeypatch.setenv("FAKE_TRACE", str(tmp_path / "trace"))
     monkeypatch.setenv("FAKE_FAIL", "pretrain-mae")
     out = tmp_path / "out"
-    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+    args = plan(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
                               str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--arms", "b,c,a"])
-    with pytest.raises(SystemExit, match="pretrain-mae .exit status 7. failed"):
-        driver.run_stages(driver.plan_stages(args), args)
+    with pytest.raises(StageFailedError, match="pretrain-mae .exit status 7. failed"):
+        run_stages(plan_stages(args), args)
     events = _trace(tmp_path / "trace")
     assert set(events) == {"pretrain-mae", "pretrain-mimir"}  # nothing launched after the failure
     assert "end" in events["pretrain-mimir"]  # the running stage was allowed to finish
@@ -353,9 +380,9 @@ def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_pat
     assert "waiting for pretrain-mimir" in capsys.readouterr().out
     # the rerun keeps the finished stage and runs the rest
     monkeypatch.delenv("FAKE_FAIL")
-    args = driver.parse_args(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
+    args = plan(["--data_dir", "x", "--output_dir", str(out), "--jobs", "2", "--python",
                               str(_fake_python(tmp_path)), "--config_dir", str(V2_DIR), "--arms", "b,c,a", "--skip_existing"])
-    driver.run_stages(driver.plan_stages(args), args)
+    run_stages(plan_stages(args), args)
     assert _trace(tmp_path / "trace")["pretrain-mimir"]["start"] == events["pretrain-mimir"]["start"]
 
 
@@ -375,8 +402,8 @@ def test_the_v2_configs_differ_only_where_the_comparison_needs_it():
     assert full["max_eval_samples"] == 10000 and full["attacks"] == ["clean", "pgd-20"]
     assert subset["max_eval_samples"] == 1000 and "autoattack" in subset["attacks"]
     assert subset["autoattack_attacks"] == ["apgd-ce", "apgd-t"]
-    args = driver.parse_args(["--data_dir", "x", "--config_dir", str(V2_DIR), "--output_dir", "o"])
-    names = [s.name for s in driver.plan_stages(args)]
+    args = plan(["--data_dir", "x", "--config_dir", str(V2_DIR), "--output_dir", "o"])
+    names = [s.name for s in plan_stages(args)]
     assert [n for n in names if n.startswith("eval-")] == [
         "eval-scratch", "eval-scratch-autoattack", "eval-mae", "eval-mae-autoattack", "eval-mimir", "eval-mimir-autoattack"]
 
@@ -392,9 +419,9 @@ def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(t
         aa = pgd[:20] & (rng.random(20) < 0.8)
         write_evaluation(tmp_path / f"eval-{name}-autoattack", {"clean": clean[:20], "pgd-20": pgd[:20], "autoattack": aa},
                          labels_for(20))
-    args = driver.parse_args(["--output_dir", str(tmp_path), "--arms", "a,c", "--config_dir", str(V2_DIR),
+    args = plan(["--output_dir", str(tmp_path), "--arms", "a,c", "--config_dir", str(V2_DIR),
                               "--bootstrap_samples", "200"])
-    results = driver.write_results(args, {"eval-mimir": {"wall_time_seconds": 60.0},
+    results = write_results(args, {"eval-mimir": {"wall_time_seconds": 60.0},
                                           "eval-mimir-autoattack": {"wall_time_seconds": 30.0}})
     scratch, mimir = results["arms"]
     full = json.loads((tmp_path / "eval-mimir" / "robustness.json").read_text())
@@ -411,7 +438,7 @@ def test_a_second_evaluation_supplies_autoattack_and_its_own_paired_statistics(t
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
     # an arm is complete only with both evaluations
     (tmp_path / "eval-scratch-autoattack" / "robustness.json").unlink()
-    assert driver.collect_results(args, {})["arms"][0]["missing"]
+    assert collect_results(args, {})["arms"][0]["missing"]
 
 
 def test_the_archive_keeps_small_result_files_without_machine_paths(tmp_path):
@@ -432,7 +459,7 @@ def test_the_archive_keeps_small_result_files_without_machine_paths(tmp_path):
     (out / "stages.json").write_text(json.dumps({"finetune-mimir": {"command": f"{sys.executable} {tmp_path}/checkout/recipes/finetune.py "
                                                                                f"--dataset {tmp_path}/data --output_dir {finetune}"}}))
     archive = tmp_path / "docs" / "results"
-    assert driver.main(["--output_dir", str(out), "--data_dir", str(tmp_path / "data"), "--arms", "a,c", "--results_only",
+    assert recipe.main(["--output_dir", str(out), "--data_dir", str(tmp_path / "data"), "--arms", "a,c", "--results_only",
                         "--archive_dir", str(archive), "--bootstrap_samples", "100"]) == 0
     copied = sorted(str(p.relative_to(archive)) for p in archive.rglob("*") if p.is_file())
     assert "eval-mimir/per_sample.npz" in copied and "eval-scratch/robustness.json" in copied
@@ -451,8 +478,8 @@ V3_SET = ROOT / "recipes" / "configs" / "replicate_cpu_v3.yaml"
 
 
 def test_runs_name_arms_at_seeds_and_the_config_set_defines_ablation_arms(tmp_path):
-    args = driver.parse_args(["--config_set", str(V3_SET), "--data_dir", "/d", "--output_dir", str(tmp_path)])
-    stages = {s.name: s for s in driver.plan_stages(args)}
+    args = plan(["--config_set", str(V3_SET), "--data_dir", "/d", "--output_dir", str(tmp_path)])
+    stages = {s.name: s for s in plan_stages(args)}
     assert list(stages)[:4] == ["pretrain-nomi", "finetune-nomi", "eval-nomi", "eval-nomi-autoattack"]
     nomi, advtarget = stages["pretrain-nomi"].overrides, stages["pretrain-advtarget"].overrides
     assert nomi[-2:] == ["--mi_weight", "0"] and "--seed" not in nomi
@@ -465,11 +492,16 @@ def test_runs_name_arms_at_seeds_and_the_config_set_defines_ablation_arms(tmp_pa
     # the adaptive evaluation only for the runs the set names
     assert {n for n in stages if n.endswith("-adaptive")} == {"eval-mae-seed1-adaptive", "eval-mimir-seed1-adaptive"}
     assert "pretrain-mae" not in stages and "finetune-scratch" not in stages
-    only = driver.parse_args(["--config_set", str(V3_SET), "--arms", "c@1,d", "--adaptive", "c@1", "--output_dir", "o"])
-    assert [s.name for s in driver.plan_stages(only)][0] == "pretrain-mimir-seed1"
+    only = plan(["--config_set", str(V3_SET), "--arms", "c@1,d", "--adaptive", "c@1", "--output_dir", "o"])
+    assert [s.name for s in plan_stages(only)][0] == "pretrain-mimir-seed1"
+    # the set's adaptive runs apply to the runs planned; the strong-MI arm alone gets no adaptive evaluation
+    strong = plan_stages(plan(["--config_set", str(V3_SET), "--arms", "f", "--output_dir", "o"]))
+    assert [s.name for s in strong] == ["pretrain-mimir-strong", "finetune-mimir-strong", "eval-mimir-strong",
+                                        "eval-mimir-strong-autoattack"]
+    assert strong[0].overrides[-2:] == ["--mi_weight", "3.5e-3"]
     for bad in (["--arms", "x"], ["--arms", "b@one"], ["--arms", "b,b"], ["--arms", "b", "--adaptive", "c@1"]):
-        with pytest.raises(SystemExit):
-            driver.parse_args(["--config_set", str(V3_SET), *bad])
+        with pytest.raises(ValueError):
+            plan(["--config_set", str(V3_SET), *bad])
 
 
 def test_results_pair_runs_of_one_seed_and_label_the_finetune_from_its_config(tmp_path):
@@ -479,17 +511,17 @@ def test_results_pair_runs_of_one_seed_and_label_the_finetune_from_its_config(tm
     for name in ("nomi", "mae-seed1", "mimir-seed1"):
         clean = rng.random(30) < 0.6
         write_evaluation(tmp_path / f"eval-{name}", {"clean": clean, "pgd-20": clean & (rng.random(30) < 0.5)}, labels_for(30))
-    args = driver.parse_args(["--config_set", str(V3_SET), "--arms", "d,b@1,c@1", "--adaptive", "", "--output_dir", str(tmp_path),
+    args = plan(["--config_set", str(V3_SET), "--arms", "d,b@1,c@1", "--adaptive", "", "--output_dir", str(tmp_path),
                               "--bootstrap_samples", "50"])
     args.stage_configs.pop("evaluate_autoattack")
-    results = driver.collect_results(args, {"finetune-nomi": {"commit": "abc", "wall_time_seconds": 1.0}})
+    results = collect_results(args, {"finetune-nomi": {"commit": "abc", "wall_time_seconds": 1.0}})
     assert results["finetune_method"] == "FGSM-RS" and results["commits"] == ["abc"]
     labels = [row["label"] for row in results["arms"]]
     assert labels == ["(d) adversarial MAE, clean target, no MI -> FGSM-RS", "(b) MAE -> FGSM-RS, seed 1",
                       "(c) MIMIR -> FGSM-RS, seed 1"]
     assert results["paired"] == {"skipped": "fewer than two arms were evaluated"}  # seed 0 holds one run
     assert [m["name"] for m in results["paired_seed1"]["models"]] == ["mae-seed1", "mimir-seed1"]
-    assert "## Paired statistics (same test images; seed1)" in driver.format_markdown(results)
+    assert "## Paired statistics (same test images; seed1)" in format_markdown(results)
 
 
 def test_the_archive_can_keep_the_finetuned_classifiers(tmp_path):
@@ -498,9 +530,9 @@ def test_the_archive_can_keep_the_finetuned_classifiers(tmp_path):
         (out / name).mkdir(parents=True)
         (out / name / "model.safetensors").write_bytes(b"weights")
         (out / name / "config.json").write_text("{}")
-    args = driver.parse_args(["--output_dir", str(out), "--archive_dir", str(archive), "--archive_weights"])
-    copied = {p.relative_to(archive).as_posix() for p in driver.archive(args)}
+    args = plan(["--output_dir", str(out), "--archive_dir", str(archive), "--archive_weights"])
+    copied = {p.relative_to(archive).as_posix() for p in archive_run(args)}
     assert {"finetune-mae/model.safetensors", "finetune-mae/config.json", "pretrain-mae/config.json"} <= copied
     assert "pretrain-mae/model.safetensors" not in copied
-    without = driver.parse_args(["--output_dir", str(out), "--archive_dir", str(tmp_path / "a2")])
-    assert not any(p.suffix == ".safetensors" for p in driver.archive(without))
+    without = plan(["--output_dir", str(out), "--archive_dir", str(tmp_path / "a2")])
+    assert not any(p.suffix == ".safetensors" for p in archive_run(without))

@@ -11,7 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from evaluation_folders import measured_report
 
+from mimir_hf.evaluation import AttackSettings, Check, RobustnessReport
 from mimir_hf.evaluation.robustbench import (
     MODEL_INFO_FIELDS,
     MODEL_INFO_SCHEMA,
@@ -32,24 +34,17 @@ COMPONENTS = [
     {"name": "fab-t", "attacked": 5462, "broken": 0, "robust_accuracy_after": 0.5462, "wall_time_seconds": 3000.0},
     {"name": "square", "attacked": 5462, "broken": 2, "robust_accuracy_after": 0.546, "wall_time_seconds": 6000.0},
 ]
+STANDARD_RUN = {"attacks_run": ["apgd-ce", "apgd-t", "fab-t", "square"], "components": COMPONENTS}
 
 
-def cifar_report(**changes) -> dict:
-    report = {
-        "schema_version": 1, "model": "outputs/cifar10-finetune", "dataset": "uoft-cs/cifar10", "split": "test",
-        "num_samples": 10000, "seed": 0,
-        "threat_model": {"norm": "Linf", "epsilon": 8 / 255, "input_range": [0.0, 1.0], "normalization": "none"},
-        "preprocessing": {"resize_shorter_side": 32, "center_crop": 32},
-        "versions": {"mimir_hf": "0.1.0"},
-        "attacks": {
-            "clean": {"accuracy": 0.9312, "epsilon": 0.0},
-            "autoattack": {"accuracy": 0.546, "epsilon": 8 / 255, "version": "standard", "library_version": "0.2.0",
-                           "attacks_run": ["apgd-ce", "apgd-t", "fab-t", "square"], "components": COMPONENTS},
-        },
-        "checks": [{"name": "autoattack_at_most_pgd", "passed": True, "detail": ""}],
-    }
-    report.update(changes)
-    return report
+def cifar_report(num_samples: int = 10_000, epsilon: float = 8 / 255, norm: str = "Linf",
+                 autoattack: dict | None = None, **fields) -> RobustnessReport:
+    """A CIFAR-10 protocol run: all test images, clean 93.12 %, AutoAttack standard 54.60 %."""
+    settings = AttackSettings(norm=norm, epsilon=epsilon, **(autoattack or {}).pop("settings", {}))
+    fields.setdefault("dataset", "uoft-cs/cifar10")
+    fields.setdefault("preprocessing", {"resize_shorter_side": 32, "center_crop": 32})
+    return measured_report({"clean": 0.9312, "autoattack": 0.546}, num_samples=num_samples, settings=settings,
+                           extras={"autoattack": autoattack or STANDARD_RUN}, model="outputs/cifar10-finetune", **fields)
 
 
 def test_model_info_of_a_protocol_run_is_schema_valid_and_round_trips(tmp_path) -> None:
@@ -94,7 +89,8 @@ def test_the_validator_rejects_what_robustbench_would_not_read() -> None:
     [
         ({"num_samples": 1000}, "1000 images evaluated; RobustBench uses 10000"),
         ({"dataset": "builtin:digits"}, "not a RobustBench data set"),
-        ({"checks": [{"name": "autoattack_at_most_pgd", "passed": False}]}, "gradient-masking check(s) failed"),
+        ({"checks": [Check("autoattack_at_most_pgd", False, "")]}, "gradient-masking check(s) failed"),
+        ({"epsilon": 4 / 255}, "ε = 4/255; RobustBench's cifar10 Linf budget is 8/255"),
     ],
 )
 def test_a_run_off_the_protocol_is_marked_not_an_entry(tmp_path, changes, reason) -> None:
@@ -108,10 +104,13 @@ def test_a_run_off_the_protocol_is_marked_not_an_entry(tmp_path, changes, reason
 
 
 def test_a_partial_autoattack_is_not_an_entry() -> None:
-    report = cifar_report()
-    report["attacks"]["autoattack"].update(version="custom", attacks_run=["apgd-ce"])
-    _, _, problems = build_model_info(report)
+    custom = {"settings": {"autoattack_version": "custom", "autoattack_attacks": ("apgd-ce",)}, "attacks_run": ["apgd-ce"]}
+    _, _, problems = build_model_info(cifar_report(autoattack=custom))
     assert problems == ["AutoAttack ran apgd-ce (custom), not the full standard suite"]
+    # asked for "standard", but a component was dropped (a three-class model has no APGD-T): not the standard suite
+    dropped = {"attacks_run": ["apgd-ce", "fab-t", "square"]}
+    _, _, problems = build_model_info(cifar_report(autoattack=dropped))
+    assert problems == ["AutoAttack ran apgd-ce, fab-t, square (standard), not the full standard suite"]
 
 
 def test_submission_text_and_model_zoo_entry(tmp_path) -> None:
@@ -132,10 +131,21 @@ def test_submission_text_and_model_zoo_entry(tmp_path) -> None:
     assert zoo.lstrip().startswith('"""') and "linf = OrderedDict" in zoo
 
 
+def test_an_l2_entry_without_a_pinned_revision(tmp_path) -> None:
+    """CIFAR-10 L2 (ε = 0.5): the files say L2, and the model-zoo entry without --hub_revision is still valid Python."""
+    submission = write_robustbench_submission(cifar_report(norm="L2", epsilon=0.5), tmp_path,
+                                              RobustBenchArguments(robustbench_name="X", hub_model_id="me/vit"))
+    assert submission.ready and submission.model_info["eps"] == "0.5"
+    assert submission.paths["model_info"].parts[-3:] == ("cifar10", "L2", "X.json")
+    zoo = submission.paths["model_zoo"].read_text()
+    ast.parse(zoo)
+    assert 'revision=None),  # pin the Hub commit you evaluated' in zoo and "l2 = OrderedDict" in zoo
+    assert "- **Threat Model**: L2" in submission.paths["submission"].read_text()
+
+
 def test_imagenet_preprocessing_is_named_as_robustbench_names_it(tmp_path) -> None:
-    report = cifar_report(dataset="ILSVRC/imagenet-1k", num_samples=5000,
+    report = cifar_report(dataset="ILSVRC/imagenet-1k", num_samples=5000, epsilon=4 / 255,
                           preprocessing={"resize_shorter_side": 256, "center_crop": 224})
-    report["threat_model"]["epsilon"] = 4 / 255
     submission = write_robustbench_submission(report, tmp_path, RobustBenchArguments(robustbench_name="X"))
     assert submission.ready and submission.model_info["eps"] == "4/255"
     assert submission.paths["model_info"].parts[-3:] == ("imagenet", "Linf", "X.json")

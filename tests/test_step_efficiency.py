@@ -16,7 +16,7 @@ from transformers import ViTMAEConfig
 
 import mimir_hf.finetuning.trainer as finetuning_trainer
 import mimir_hf.pretraining.trainer as pretraining_trainer
-from mimir_hf.evaluation.attacks import AttackSettings, build_attack
+from mimir_hf.evaluation import AttackSettings, build_attack
 from mimir_hf.evaluation.wrapper import LogitsModel
 from mimir_hf.finetuning import AdversarialTrainer, AdversarialTrainingArguments, mae_to_classifier, random_mae_encoder
 from mimir_hf.modeling import MimirForPreTraining

@@ -32,6 +32,8 @@ from transformers import HfArgumentParser, TrainingArguments
 from .cli_help import arrange_help
 from .validation import check_training_length
 from .training.progress import quiet_single_shard_saves
+from .launch import is_main_process, launched_distributed, process_rank
+from .training.runs import RecipeConfig
 from .training.runs import recipe_config_dict, save_recipe_config  # re-exported: recipes import them from here
 
 __all__ = [
@@ -57,7 +59,8 @@ _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a recipe config; it must be a flat mapping of dataclass field names to values."""
+    """Read a recipe config; it must be a flat mapping of dataclass field names to values (a recorded
+    `recipe_config.yaml` also holds its `_record`, which is not an option and is left out)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
@@ -70,7 +73,7 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"Config file {str(path)!r} is not valid YAML: {problem}{where}.") from None
     if not isinstance(data, dict):
         raise ValueError(f"Config file {str(path)!r} must hold a mapping of option names to values.")
-    return data
+    return RecipeConfig.from_mapping(data, source=str(path)).arguments
 
 
 # What other tools call some of our options; a user who types one is pointed to ours.
@@ -181,10 +184,9 @@ def prepare_launch_environment() -> None:
     `ACCELERATE_USE_CPU` — what accelerate's own single-process CPU launcher sets — before the
     arguments are built makes them join one gloo process group. An explicit `ACCELERATE_USE_CPU` is kept.
     """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
-    if launched and "ACCELERATE_USE_CPU" not in os.environ and not _has_accelerator():
+    if launched_distributed() and "ACCELERATE_USE_CPU" not in os.environ and not _has_accelerator():
         os.environ["ACCELERATE_USE_CPU"] = "true"
-        if os.environ.get("RANK", "0") == "0":
+        if is_main_process():
             logger.info("No GPU found: the %s launched processes train with DDP on CPU (gloo).", os.environ.get("WORLD_SIZE", "?"))
 
 
@@ -333,7 +335,7 @@ def _show_library_log() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[mimir_hf] %(message)s"))
     library.addHandler(handler)
-    library.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    library.setLevel(logging.INFO if is_main_process() else logging.WARNING)
     library.propagate = False
 
 
@@ -366,8 +368,7 @@ def run_recipe(
         if debug or _debug_requested():
             raise
         message = " ".join(str(error).split()) or type(error).__name__
-        rank = os.environ.get("RANK", "0")
-        prefix = "" if rank == "0" else f"[rank {rank}] "
+        prefix = "" if is_main_process() else f"[rank {process_rank()}] "
         print(f"{prefix}error: {message} (run with --debug for the traceback)", file=sys.stderr, flush=True)
         return USER_ERROR_EXIT_CODE
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -7,15 +7,23 @@ model here, but the budget would silently mean something else; that is why these
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
+from fractions import Fraction
+
 import torch
 
 __all__ = [
+    "Budget",
     "check_budget",
     "check_device",
     "check_image_size",
     "check_pixel_values",
     "check_threat_model_budget",
     "check_training_length",
+    "parse_budget",
+    "parse_budget_fields",
 ]
 
 # bf16 rounds 1.0 + small noise; allow a hair of slack so that autocast outputs pass.
@@ -166,3 +174,52 @@ def check_training_length(max_steps: int, num_train_epochs: float) -> None:
         )
     if max_steps == -1 and not num_train_epochs > 0:
         raise ValueError(f"num_train_epochs={num_train_epochs!r} must be > 0 (or give max_steps).")
+
+
+def _budget_number(value: float | int | str, name: str) -> float:
+    """A number given as a float or as text: `"0.0314"`, `"8/255"`, `"0.5/255"` (as `format_epsilon` writes half grey levels)."""
+    if not isinstance(value, str):
+        return float(value)
+    numerator, slash, denominator = value.strip().partition("/")
+    try:
+        return float(Fraction(numerator.strip())) / (float(Fraction(denominator.strip())) if slash else 1.0)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
+
+
+def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
+    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
+    number = _budget_number(value, name)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    check_budget(number, name, norm)
+    return number
+
+
+class Budget(float):
+    """The type of the training arguments' attack budgets: a float that YAML and the command line may write `8/255`.
+
+    `HfArgumentParser` converts a field's text (from the command line, and from a YAML config, whose
+    values become the parser's defaults) with the field's type, so a `float` field refuses `8/255`.
+    This type only reads the number; the range is checked, with the field's name, and the value
+    turned back into a plain `float` (what a run records) by `parse_budget_fields` in the
+    arguments' `__post_init__`.
+    """
+
+    def __new__(cls, value: float | int | str = 0.0) -> "Budget":
+        return super().__new__(cls, _budget_number(value, "budget"))
+
+
+def parse_budget_fields(arguments: object, norm: str = "Linf") -> None:
+    """Replace every `Budget` field of a dataclass instance by its value as a checked plain float (None stays None).
+
+    The one place the training arguments read their budgets: a field typed `Budget` (or
+    `Budget | None`) accepts `8/255` and `0.0314` alike, from Python, YAML or the command line.
+    """
+    hints = typing.get_type_hints(type(arguments))
+    for field in dataclasses.fields(arguments):
+        hint = hints.get(field.name)
+        if hint is Budget or Budget in typing.get_args(hint):
+            value = getattr(arguments, field.name)
+            if value is not None:
+                setattr(arguments, field.name, parse_budget(value, field.name, norm))

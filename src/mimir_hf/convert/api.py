@@ -19,6 +19,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from ..artefacts import CONVERSION_RECORD
 from .checkpoint import (
     EMA_CHOICES,
     ReferenceCheckpoint,
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 KINDS = ("auto", "mae", "vit", "swin", "cait", "convit")
-CONVERSION_RECORD = "conversion.json"
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 _NO_CLASS = {
     "cait": "CaiT (class-attention image transformer)",

@@ -26,8 +26,7 @@ from typing import Any
 import torch
 from transformers import BeitForImageClassification, ViTConfig, ViTForImageClassification
 
-from ..finetuning.conversion import classifier_config
-from ..modeling import MimirConfig, MimirForPreTraining
+from ..modeling import MimirConfig, MimirForPreTraining, classifier_config
 from .checkpoint import UnrecognisedCheckpointError, describe_keys
 
 __all__ = [

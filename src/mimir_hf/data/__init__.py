@@ -10,8 +10,10 @@ from .npz import dataset_from_arrays
 from .rand_augment import RAND_AUGMENT_OPS, RandAugment, parse_rand_augment
 from .random_erasing import RANDOM_ERASING_MODES, RandomErasing
 from .processing import IMAGE_PROCESSOR_FILE, ImageTransform, collate_images, load_image_processor, make_image_processor, with_transform
+from .shards import ShardedStream, stream_prefix
 from .sources import class_names, detect_columns, load_image_dataset
 from .splits import hold_out_validation, looks_like_test_split
+from .streaming import ImageStream, StreamLoader
 from .transforms import (
     EvalTransform,
     TrainTransform,
@@ -29,9 +31,12 @@ __all__ = [
     "BUILTIN_DATASETS",
     "DataArguments",
     "EvalTransform",
+    "ImageStream",
     "ImageTransform",
     "RandAugment",
     "RandomErasing",
+    "ShardedStream",
+    "StreamLoader",
     "TrainTransform",
     "class_names",
     "collate_images",
@@ -46,6 +51,7 @@ __all__ = [
     "looks_like_test_split",
     "make_image_processor",
     "parse_rand_augment",
+    "stream_prefix",
     "to_tensor",
     "train_transform",
     "with_transform",

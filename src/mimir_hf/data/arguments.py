@@ -10,12 +10,17 @@ from typing import TYPE_CHECKING
 
 from dataclasses import dataclass, field
 
-__all__ = ["DataArguments"]
+__all__ = ["DEFAULT_IMAGE_SIZE", "DataArguments"]
+
+DEFAULT_IMAGE_SIZE = 32
+"""Resolution of a model built from a preset when neither the data arguments nor a checkpoint give one."""
 
 
 if TYPE_CHECKING:
+    import torch.utils.data
     from datasets import Dataset
 
+    from .shards import ShardedStream
     from .transforms import TrainTransform
 
 
@@ -27,7 +32,8 @@ class DataArguments:
         default="builtin:digits",
         metadata={
             "help": "Image source: a Hub dataset name (e.g. `uoft-cs/cifar10`, `zh-plus/tiny-imagenet`, "
-            "`ILSVRC/imagenet-1k`), a local image folder (one subfolder per class), a `.npz` file, glob or "
+            "`ILSVRC/imagenet-1k`), a local image folder (one subfolder per class), a folder of parquet or webdataset "
+            "`.tar` shards (splits from the file names: `train-*.parquet`, ...), a `.npz` file, glob or "
             "directory of `.npz` files (keys `images`/`labels` or `image`/`label`), or `builtin:digits` "
             "(scikit-learn's handwritten digits at 32x32; needs no download)."
         },
@@ -128,6 +134,24 @@ class DataArguments:
         metadata={"help": "Most boxes erased per image (the count is uniform in 1..N; Singh et al.: 1)."},
     )
 
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the training split as it goes instead of loading it whole (Hub data sets, folders of parquet / "
+            "webdataset shards, image folders): each process and DataLoader worker reads its own shards, shuffled in "
+            "windows of shuffle_buffer_size, and a resumed run goes on where the stream was. Needs max_steps. "
+            "validation_split_size then holds out the stream's first images (shards in a seeded order); other splits "
+            "are streamed up to max_eval_samples, or loaded whole without it. See docs/streaming.md."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={
+            "help": "With streaming: images each DataLoader worker (or process, without workers) shuffles at a time; "
+            "it holds them undecoded."
+        },
+    )
+
     def __post_init__(self) -> None:
         for name in ("image_size", "max_train_samples", "max_eval_samples", "validation_split_size"):
             value = getattr(self, name)
@@ -139,6 +163,12 @@ class DataArguments:
             raise ValueError(f"`unsup_fraction` must lie in [0, 1) (each batch needs real images); got {self.unsup_fraction}.")
         if self.train_crop_min_scale is not None and not 0 < self.train_crop_min_scale <= 1:
             raise ValueError(f"`train_crop_min_scale` must lie in (0, 1]; got {self.train_crop_min_scale}.")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"`shuffle_buffer_size` must be at least 1; got {self.shuffle_buffer_size}.")
+        if self.streaming and self.max_train_samples is not None:
+            raise ValueError("`max_train_samples` needs the whole training set; with `streaming` the run's length is max_steps.")
+        if self.streaming and self.generated_data:
+            raise ValueError("`generated_data` mixing draws real images by index: it needs the training set loaded, not streamed.")
         self.train_transform(32)  # RandAugment policy and erasing settings fail here, not in a DataLoader worker
 
     def train_transform(self, image_size: int) -> "TrainTransform":
@@ -152,29 +182,66 @@ class DataArguments:
             image_size, rand_augment=self.rand_augment, random_erasing=erasing if erasing.probability > 0 else None, **options
         )
 
-    def training_dataset(self, train_data: "Dataset", image_size: int) -> "Dataset":
+    def training_dataset(
+        self, train_data: "Dataset | ShardedStream", image_size: int
+    ) -> "Dataset | torch.utils.data.IterableDataset":
         """The training set both stages train on: `train_data` under this augmentation, mixed with
-        `generated_data` at `unsup_fraction` of every batch when that is set."""
+        `generated_data` at `unsup_fraction` of every batch when that is set; a stream (`training_stream`)
+        becomes an `ImageStream` shuffling windows of `shuffle_buffer_size`."""
         from .mixing import mix_generated_data
         from .processing import with_transform
+        from .shards import ShardedStream
 
         transform = self.train_transform(image_size)
+        if isinstance(train_data, ShardedStream):
+            from .streaming import ImageStream
+
+            return ImageStream(train_data, transform, self.shuffle_buffer_size)
         return mix_generated_data(with_transform(train_data, transform), self.generated_data, transform, self.unsup_fraction)
 
-    def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None) -> int:
-        """The explicit `image_size` if given, else the model's, so data and position embeddings agree."""
+    def training_stream(self, *, require_labels: bool = False, max_steps: int) -> "ShardedStream":
+        """The training split as a stream (`streaming`); `hold_out_validation` and `training_dataset` take it.
+
+        `max_steps` is the run's: a stream cannot tell how many steps an epoch is, so it must be set.
+        """
+        from .shards import ShardedStream
+        from .streaming import check_max_steps
+
+        check_max_steps(max_steps)
+        return ShardedStream.from_dataset(self._load(self.train_split, require_labels=require_labels, streaming=True))
+
+    def resolve_image_size(self, model_image_size: int | tuple[int, int] | list[int] | None, *, resizable: bool = True) -> int:
+        """The side of the images both stages train on: `image_size` if set, else the checkpoint's, else 32.
+
+        `model_image_size` is the starting checkpoint's resolution (None for a model built from a
+        preset, which is then built at the returned size; 32 is CIFAR-10's and the quickstart's). A
+        classifier can be finetuned at another resolution, its position table interpolated once; a
+        pretraining run continued from a checkpoint cannot (`resizable=False`), so there an explicit
+        `image_size` that differs from the checkpoint's is an error rather than a silent choice.
+        """
+        if model_image_size is not None:
+            if isinstance(model_image_size, (tuple, list)):
+                if len(set(model_image_size)) != 1:
+                    raise ValueError(f"Only square images are supported; the checkpoint is built for {tuple(model_image_size)}.")
+                model_image_size = model_image_size[0]
+            model_image_size = int(model_image_size)
+            if not resizable and self.image_size not in (None, model_image_size):
+                raise ValueError(
+                    f"image_size={self.image_size} but the checkpoint was built for {model_image_size}; leave image_size unset."
+                )
         if self.image_size is not None:
             return self.image_size
-        if model_image_size is None:
-            raise ValueError("Set `image_size`: neither the data arguments nor the model config give one.")
-        if isinstance(model_image_size, (tuple, list)):
-            if len(set(model_image_size)) != 1:
-                raise ValueError(f"Only square images are supported; the model config has {model_image_size}.")
-            return int(model_image_size[0])
-        return int(model_image_size)
+        return DEFAULT_IMAGE_SIZE if model_image_size is None else model_image_size
 
     def load(self, split: str, *, require_labels: bool = False, max_samples: int | None = None) -> "Dataset":
-        """`load_image_dataset` for one split of this source, with the column and config options applied."""
+        """`load_image_dataset` for one split of this source, with the column and config options applied.
+
+        With `streaming`, a split read with `max_samples` is streamed up to that many images and no
+        further (an evaluation subset, the preview grid); a whole split is loaded as without it.
+        """
+        return self._load(split, require_labels=require_labels, max_samples=max_samples, streaming=self.streaming and max_samples is not None)
+
+    def _load(self, split: str, *, require_labels: bool, max_samples: int | None = None, streaming: bool):
         from .sources import load_image_dataset
 
         return load_image_dataset(
@@ -185,4 +252,5 @@ class DataArguments:
             label_column=self.label_column,
             require_labels=require_labels,
             max_samples=max_samples,
+            streaming=streaming,
         )

@@ -163,9 +163,6 @@ class MixedDataset(Dataset):
             return self.real[index]
         return self.generated[index - self.num_real]
 
-    def is_generated(self, index: int) -> bool:
-        return index >= self.num_real
-
 
 class MixedBatchSampler(Sampler[int]):
     """Indices of a `MixedDataset` in blocks of `batch_size` with the reference's composition (module docstring).

@@ -23,6 +23,7 @@ from datasets import Dataset
 from transformers import BitImageProcessorPil
 from transformers.image_utils import PILImageResampling
 
+from ..artefacts import IMAGE_PROCESSOR_FILE
 from .transforms import ImageInput, eval_resize_size
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "with_transform",
 ]
 
-IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
 class ImageTransform:

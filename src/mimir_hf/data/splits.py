@@ -16,18 +16,25 @@ import numpy as np
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from .shards import ShardedStream
+
 __all__ = ["hold_out_validation", "looks_like_test_split"]
 
 _REPORTING_SPLITS = ("validation", "val", "valid")  # ImageNet's "validation" is where its results are reported
 
 
-def hold_out_validation(dataset: "Dataset", size: int, seed: int = 0) -> tuple["Dataset", "Dataset"]:
+def hold_out_validation(dataset: "Dataset | ShardedStream", size: int, seed: int = 0) -> tuple["Dataset | ShardedStream", "Dataset"]:
     """Split `dataset` into (training rest, held-out validation of `size` rows), both in their original order.
 
     Rows are drawn uniformly without replacement by `numpy.random.default_rng(seed)`; keeping the
     original order of the remaining training rows keeps the data order of a seeded run unchanged
-    apart from the removed images.
+    apart from the removed images. A stream (`DataArguments.training_stream`) holds out its first
+    `size` images instead, with its shards in a seeded order (`ShardedStream.hold_out`).
     """
+    from .shards import ShardedStream
+
+    if isinstance(dataset, ShardedStream):
+        return dataset.hold_out(size, seed)
     total = len(dataset)
     if not 0 < size < total:
         raise ValueError(

@@ -4,7 +4,8 @@
 AutoAttack and Square from the authors' `pyautoattack`, and the MIMIR-aware adaptive PGD-MI and
 PGD-feature), checks the figures against each other for signs of gradient masking, and writes
 `robustness.json` (schema in docs/CONTRACTS.md), per-sample results, AutoAttack's log and an
-accuracy-vs-ε plot; `plot_accuracy_comparison` draws several models side by side. `compare_evaluations`
+accuracy-vs-ε plot; `RobustnessReport.load(folder)` reads a report back (`per_sample=True` adds
+every image's outcome) and `plot_accuracy_comparison` draws several models side by side. `compare_evaluations`
 gives paired statistics (exact McNemar, paired bootstrap intervals) of several such evaluations of the
 same images. `robust_accuracy_metric_path()` is a local `evaluate` module.
 """
@@ -14,37 +15,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from .arguments import ComparisonArguments, EvaluationArguments
-from .attacks import (
+from .attack_specs import (
     DEFAULT_ATTACKS,
-    Attack,
+    DEFAULT_EPSILON_SWEEP,
+    DEFAULT_L2_EPSILON_SWEEP,
     AttackSettings,
     AttackSpec,
-    build_attack,
     format_epsilon,
     parse_attack_name,
     parse_budget,
+    plan_attacks,
 )
+from .attacks import Attack, build_attack
 from .checks import run_checks
-from .comparison import (
-    Comparison,
-    EvaluationFolder,
-    MetricComparison,
-    PairedDifference,
-    bootstrap_means,
-    compare_evaluations,
-    format_comparison_markdown,
-    holm_adjust,
-    load_evaluation,
-    mcnemar_exact,
-)
+from .comparison import Comparison, MetricComparison, PairedDifference, compare_evaluations
+from .comparison_inputs import EvaluationFolder, load_evaluation
+from .comparison_markdown import format_comparison_markdown
 from .corruptions import CorruptionReport, evaluate_corruptions
 from .plots import plot_accuracy_comparison, plot_accuracy_vs_epsilon
 from .robustbench import RobustBenchArguments, write_robustbench_submission
-from .robustness_report import RobustnessReport, load_per_sample
-from .results import AttackResult, Check
+from .paired_statistics import bootstrap_means, holm_adjust, mcnemar_exact
+from .per_sample import PerSampleResults
+from .robustness_report import InvalidReportError, RobustnessReport
+from .results import AttackRecord, AttackResult, AutoAttackComponent, Check, ThreatModel, WorstCase
 from .from_args import evaluate_from_args
 from .loading import load_classifier
-from .runner import DEFAULT_EPSILON_SWEEP, GradientMaskingWarning, evaluate_robustness, plan_attacks
+from .runner import GradientMaskingWarning, evaluate_robustness
 from .wrapper import LogitsModel, normalization_from_processor
 
 
@@ -56,10 +52,13 @@ def robust_accuracy_metric_path() -> str:
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_EPSILON_SWEEP",
+    "DEFAULT_L2_EPSILON_SWEEP",
     "Attack",
+    "AttackRecord",
     "AttackResult",
     "AttackSettings",
     "AttackSpec",
+    "AutoAttackComponent",
     "Check",
     "Comparison",
     "CorruptionReport",
@@ -68,10 +67,14 @@ __all__ = [
     "EvaluationArguments",
     "EvaluationFolder",
     "GradientMaskingWarning",
+    "InvalidReportError",
     "LogitsModel",
     "MetricComparison",
     "PairedDifference",
+    "PerSampleResults",
     "RobustnessReport",
+    "ThreatModel",
+    "WorstCase",
     "bootstrap_means",
     "build_attack",
     "compare_evaluations",
@@ -83,7 +86,6 @@ __all__ = [
     "holm_adjust",
     "load_classifier",
     "load_evaluation",
-    "load_per_sample",
     "mcnemar_exact",
     "normalization_from_processor",
     "parse_attack_name",

@@ -3,16 +3,27 @@ and the command line of `recipes/compare.py`."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
-from .attack_specs import DEFAULT_ATTACKS, parse_budget
+from ..mutual_information.kernels import COMPUTE_DTYPES
+from .attack_specs import AttackSettings, format_epsilon, parse_budget
 
 __all__ = ["ComparisonArguments", "EvaluationArguments"]
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT = AttackSettings()
+"""The attack options' defaults have one home, `AttackSettings`; the command line shows them as text."""
 
 
 @dataclass
 class EvaluationArguments:
-    """What to attack, how hard, and where the report goes. Budgets accept `8/255` or `0.0314`."""
+    """What to attack, how hard, and where the report goes. Budgets accept `8/255` or `0.0314`.
+
+    The attack options are `AttackSettings`' fields, as text for the command line; `attack_settings()`
+    builds the settings, field by field, and `evaluate_from_args` passes the rest on by name.
+    """
 
     protocol: str = field(
         default="custom",
@@ -31,40 +42,55 @@ class EvaluationArguments:
         metadata={"help": "Where robustness.json, per_sample.npz, autoattack.log and the ε-curve PNG go."},
     )
     attacks: list[str] = field(
-        default_factory=lambda: list(DEFAULT_ATTACKS),
+        default_factory=lambda: list(_DEFAULT.attacks),
         metadata={
             "help": "Attacks to run: clean, pgd-<k>, cw, cw-<k>, autoattack, square, pgd-mi, pgd-feature; any may "
             "end in @eps=<v>/255."
         },
     )
     norm: str = field(
-        default="Linf",
+        default=_DEFAULT.norm,
         metadata={
             "help": "Threat model: Linf (ε per pixel, e.g. 8/255) or L2 (ε on the image's Euclidean norm, e.g. 0.5).",
             "choices": ["Linf", "L2"],
         },
     )
-    epsilon: str = field(default="8/255", metadata={"help": "Headline budget in [0, 1] pixel units (L∞ 8/255, L2 0.5)."})
-    step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})
-    restarts: int = field(default=1, metadata={"help": "Random restarts of the PGD-family attacks."})
-    epsilon_sweep: list[str] = field(
-        default_factory=lambda: ["1/255", "2/255", "4/255", "16/255", "64/255"],
-        metadata={"help": "Extra budgets for `sweep_attack` (the accuracy-vs-ε curve and the ε checks)."},
+    epsilon: str = field(
+        default=format_epsilon(_DEFAULT.epsilon), metadata={"help": "Headline budget in [0, 1] pixel units (L∞ 8/255, L2 0.5)."}
     )
-    sweep_attack: str = field(default="pgd-20", metadata={"help": "Attack run at every sweep budget."})
-    cw_steps: int = field(default=30, metadata={"help": "Steps of the `cw` attack (PGD on the CW margin)."})
-    adaptive_steps: int = field(default=100, metadata={"help": "Steps of pgd-mi and pgd-feature."})
-    mi_weight: float = field(default=1e-5, metadata={"help": "Weight of nHSIC(features, x′) in pgd-mi."})
+    step_size: str | None = field(default=None, metadata={"help": "PGD step α (default ε/4 = 2/255 at 8/255)."})
+    restarts: int = field(default=_DEFAULT.restarts, metadata={"help": "Random restarts of the PGD-family attacks."})
+    epsilon_sweep: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Extra budgets for `sweep_attack` (the accuracy-vs-ε curve and the ε checks); [] for none. Default: "
+            "the norm's, 1/255 2/255 4/255 16/255 64/255 (Linf) or 0.125 0.25 1.0 8.0 (L2)."
+        },
+    )
+    sweep_attack: str = field(default=_DEFAULT.sweep_attack, metadata={"help": "Attack run at every sweep budget."})
+    cw_steps: int = field(default=_DEFAULT.cw_steps, metadata={"help": "Steps of the `cw` attack (PGD on the CW margin)."})
+    adaptive_steps: int = field(default=_DEFAULT.adaptive_steps, metadata={"help": "Steps of pgd-mi and pgd-feature."})
+    mi_weight: float = field(default=_DEFAULT.mi_weight, metadata={"help": "Weight of nHSIC(features, x′) in pgd-mi."})
+    mi_compute_dtype: str = field(
+        default=_DEFAULT.mi_compute_dtype,
+        metadata={
+            "help": "Precision of pgd-mi's nHSIC estimate: auto, float64 or float32 (as the training penalty's).",
+            "choices": list(COMPUTE_DTYPES),
+        },
+    )
     autoattack_version: str = field(
-        default="standard", metadata={"help": "AutoAttack version: standard, plus, or custom (+ autoattack_attacks)."}
+        default=_DEFAULT.autoattack_version,
+        metadata={"help": "AutoAttack version: standard, plus, or custom (+ autoattack_attacks)."},
     )
     autoattack_attacks: list[str] = field(
-        default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"],
+        default_factory=lambda: list(_DEFAULT.autoattack_attacks),
         metadata={"help": "AutoAttack components for autoattack_version=custom."},
     )
-    square_queries: int = field(default=5000, metadata={"help": "Query budget of the stand-alone Square attack."})
+    square_queries: int = field(
+        default=_DEFAULT.square_queries, metadata={"help": "Query budget of the stand-alone Square attack."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Images per attack batch."})
-    seed: int = field(default=0, metadata={"help": "Seed of every attack's random start."})
+    seed: int = field(default=_DEFAULT.seed, metadata={"help": "Seed of every attack's random start."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 … (default: cuda if available)."})
     check_tolerance: float = field(
         default=0.005, metadata={"help": "Accuracy slack of the consistency checks (at least one sample)."}
@@ -116,12 +142,47 @@ class EvaluationArguments:
         parse_budget(self.epsilon, norm=self.norm)
         if self.step_size is not None:
             parse_budget(self.step_size, "step_size", norm=self.norm)
-        for value in self.epsilon_sweep:
+        for value in self.epsilon_sweep or ():
             parse_budget(value, "epsilon_sweep value", norm=self.norm)
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}.")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+
+    def attack_settings(self) -> AttackSettings:
+        """The `AttackSettings` these arguments ask for, field by field: a renamed settings field is an
+        error here, never a command-line option silently dropped.
+
+        An ε-sweep left out is the norm's default (logged); a sweep the user gave is never replaced,
+        and one written in k/255 under L2 is run as given, with a warning.
+        """
+        for name, value in (("--epsilon", [self.epsilon]), ("--epsilon_sweep", self.epsilon_sweep or [])):
+            if self.norm == "L2" and any("/255" in str(v) for v in value):
+                logger.warning(
+                    "--norm L2 with %s %s: an L2 budget is a radius of the whole image (RobustBench's CIFAR-10 L2 "
+                    "budget is 0.5), not a per-pixel k/255 budget; running it as given.", name, " ".join(map(str, value))
+                )
+        settings = AttackSettings(
+            attacks=tuple(self.attacks),
+            norm=self.norm,
+            epsilon=self.epsilon,
+            step_size=self.step_size,
+            restarts=self.restarts,
+            epsilon_sweep=None if self.epsilon_sweep is None else tuple(self.epsilon_sweep),
+            sweep_attack=self.sweep_attack,
+            cw_steps=self.cw_steps,
+            adaptive_steps=self.adaptive_steps,
+            mi_weight=self.mi_weight,
+            mi_compute_dtype=self.mi_compute_dtype,
+            autoattack_version=self.autoattack_version,
+            autoattack_attacks=tuple(self.autoattack_attacks),
+            square_queries=self.square_queries,
+            seed=self.seed,
+        )
+        if self.epsilon_sweep is None:
+            logger.info("No --epsilon_sweep given: the %s default, %s.", self.norm,
+                        " ".join(format_epsilon(e, self.norm) for e in settings.epsilon_sweep))
+        return settings
 
 
 @dataclass

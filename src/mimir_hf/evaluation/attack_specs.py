@@ -24,46 +24,37 @@ scales with ε (α/ε as in the headline setting).
 from __future__ import annotations
 
 import difflib
-import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from ..attacks import NORMS
-from ..validation import check_budget
+from ..mutual_information import estimator_hyperparameters
+from ..validation import parse_budget  # re-exported: the evaluation's budgets are read by the same parser
+from .autoattack_suite import STANDARD_AUTOATTACK
 
 __all__ = [
     "ATTACK_NAMES",
     "DEFAULT_ATTACKS",
+    "DEFAULT_EPSILON_SWEEP",
+    "DEFAULT_L2_EPSILON_SWEEP",
     "AttackSettings",
     "AttackSpec",
     "format_epsilon",
     "norm_display",
     "parse_attack_name",
     "parse_budget",
+    "plan_attacks",
 ]
 
 ATTACK_NAMES = ("clean", "pgd-<k>", "cw", "cw-<k>", "autoattack", "square", "pgd-mi", "pgd-feature")
 DEFAULT_ATTACKS = ("clean", "pgd-20", "pgd-100", "cw", "autoattack", "square", "pgd-mi", "pgd-feature")
 """What a full evaluation runs when no list is given: the paper's attacks plus the adaptive ones."""
-
-
-def parse_budget(value: float | int | str, name: str = "epsilon", norm: str = "Linf") -> float:
-    """Read a budget given as a float in [0, 1] units or as a string like ``"8/255"`` (an L2 radius may exceed 1)."""
-    if isinstance(value, str):
-        text = value.strip()
-        numerator, slash, denominator = text.partition("/")
-        try:  # "8/255", "0.5/255" (as format_epsilon writes half grey levels), "0.0314"
-            number = float(Fraction(numerator.strip())) / (float(Fraction(denominator.strip())) if slash else 1.0)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"{name}={value!r} is not a number or a fraction such as '8/255'.") from None
-    else:
-        number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be finite, got {value!r}.")
-    check_budget(number, name, norm)
-    return number
+DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
+"""L∞ budgets of the ε-curve and the checks; 64/255 is the large budget at which accuracy must be near zero."""
+DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
+"""L2 radii of the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
 
 
 def format_epsilon(epsilon: float | None, norm: str = "Linf") -> str:
@@ -89,19 +80,44 @@ def norm_display(norm: str) -> str:
 
 @dataclass
 class AttackSettings:
-    """Defaults every named attack draws on (the headline threat model and the attack hyper-parameters)."""
+    """What an evaluation attacks with: the attacks, the threat model, and every attack's hyper-parameters.
 
-    epsilon: float = 8 / 255
-    step_size: float | None = None  # None: epsilon / 4 (2/255 at 8/255)
+    The one definition of the attack options: `evaluate_robustness` takes it, `parse_attack_name` draws
+    each named attack's defaults from it, and `EvaluationArguments.attack_settings()` builds it from the
+    command line. Budgets accept ``"8/255"`` or a float in [0, 1] pixel units.
+
+    Args:
+        epsilon: the headline budget (L∞ per pixel, or the L2 radius of the whole image).
+        step_size: PGD step α; None for ε/4 (2/255 at 8/255).
+        restarts: random restarts of the PGD-family attacks.
+        cw_steps: steps of `cw`; adaptive_steps: steps of `pgd-mi` and `pgd-feature`.
+        mi_weight: w of pgd-mi's CE + w·nHSIC(features, x′); mi_compute_dtype: precision of its estimate
+            (`"auto"`, `"float64"`, `"float32"`, as the training penalty's).
+        autoattack_version: "standard", "plus", or "custom" (the components in `autoattack_attacks`).
+        square_queries: query budget of the stand-alone Square attack.
+        seed: seed of every attack's random start.
+        norm: the threat model, "Linf" or "L2".
+        attacks: the attack names (`DEFAULT_ATTACKS` when not given).
+        epsilon_sweep: extra budgets at which `sweep_attack` runs (the accuracy-vs-ε curve and the ε
+            checks); () for none; None for the norm's default (`DEFAULT_EPSILON_SWEEP`,
+            `DEFAULT_L2_EPSILON_SWEEP`).
+    """
+
+    epsilon: float | str = 8 / 255
+    step_size: float | str | None = None
     restarts: int = 1
     cw_steps: int = 30
     adaptive_steps: int = 100
     mi_weight: float = 1e-5
     autoattack_version: str = "standard"
-    autoattack_attacks: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # for version="custom"
+    autoattack_attacks: tuple[str, ...] = STANDARD_AUTOATTACK  # for version="custom"
     square_queries: int = 5000
     seed: int = 0
-    norm: str = "Linf"  # the threat model: "Linf" or "L2"
+    norm: str = "Linf"
+    mi_compute_dtype: str = "auto"
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
+    epsilon_sweep: tuple[float, ...] | None = None
+    sweep_attack: str = "pgd-20"
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -117,16 +133,29 @@ class AttackSettings:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}.")
         if self.mi_weight < 0:
             raise ValueError(f"mi_weight must be >= 0, got {self.mi_weight}.")
+        estimator_hyperparameters("hsic_cca", compute_dtype=self.mi_compute_dtype, prefix="mi_")
         if self.autoattack_version not in ("standard", "plus", "custom"):
             raise ValueError(
                 f"autoattack_version must be 'standard', 'plus' or 'custom' (with autoattack_attacks), "
                 f"got {self.autoattack_version!r}. ('rand' is for randomised defences, which MIMIR models are not.)"
             )
-        self.autoattack_attacks = tuple(self.autoattack_attacks)
+        self.autoattack_attacks = _names(self.autoattack_attacks)
+        self.attacks = _names(self.attacks)
+        if self.epsilon_sweep is None:
+            self.epsilon_sweep = DEFAULT_L2_EPSILON_SWEEP if self.norm == "L2" else DEFAULT_EPSILON_SWEEP
+        sweep = (self.epsilon_sweep,) if isinstance(self.epsilon_sweep, (str, int, float)) else self.epsilon_sweep
+        self.epsilon_sweep = tuple(parse_budget(value, "epsilon_sweep value", norm=self.norm) for value in sweep)
 
     @property
     def step_ratio(self) -> float:
         return (self.step_size / self.epsilon) if self.epsilon > 0 else 0.25
+
+
+def _names(value: str | Sequence[str]) -> tuple[str, ...]:
+    """A list of names as a tuple; a string splits at commas and spaces (``"clean, pgd-20"``)."""
+    if isinstance(value, str):
+        return tuple(name for name in value.replace(",", " ").split() if name)
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -191,7 +220,11 @@ def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
     if base in ("pgd-mi", "pgd-feature"):
         k = settings.adaptive_steps if steps is None else steps
         label = base if steps is None else f"{base}-{steps}"
-        options = {"mi_weight": settings.mi_weight} if base == "pgd-mi" else {}
+        options: dict[str, Any] = {}
+        if base == "pgd-mi":
+            options["mi_weight"] = settings.mi_weight
+            if settings.mi_compute_dtype != "auto":  # "auto" ran before it could be chosen: earlier reports and
+                options["mi_compute_dtype"] = settings.mi_compute_dtype  # resumable states stay valid
         return AttackSpec(
             f"{label}{suffix}", base, steps=k, step_size=step_size, restarts=settings.restarts, options=options, **common
         )
@@ -208,3 +241,26 @@ def parse_attack_name(name: str, settings: AttackSettings) -> AttackSpec:
         options={"queries": settings.square_queries}, **common,
     )
 
+
+
+def plan_attacks(settings: AttackSettings) -> list[AttackSpec]:
+    """The specs an evaluation runs: `settings.attacks`, then `sweep_attack` at each budget of the ε-sweep
+    that no listed attack covers. Errors for unknown names or bad budgets come here, before anything is
+    loaded. `clean` always runs first (robust accuracy counts only clean-correct points)."""
+    specs = [parse_attack_name(name, settings) for name in settings.attacks]
+    if settings.epsilon_sweep:
+        base = parse_attack_name(settings.sweep_attack, settings)
+        if base.kind == "clean":
+            raise ValueError("sweep_attack must be an attack, not 'clean'.")
+        for eps in settings.epsilon_sweep:
+            if abs(eps - settings.epsilon) <= 1e-9:
+                if all(s.name != base.name for s in specs):
+                    specs.append(base)
+            else:
+                name = f"{base.name.split('@')[0]}@eps={format_epsilon(eps, settings.norm)}"
+                specs.append(parse_attack_name(name, settings))
+    unique: dict[str, AttackSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.name, spec)
+    clean = unique.pop("clean", None) or parse_attack_name("clean", settings)
+    return [clean, *unique.values()]

@@ -1,9 +1,6 @@
 """Running one named attack on one batch: the shared PGD core with the attack's objective, or
-AutoAttack / Square through `evaluation.autoattack`.
-
-Names and budgets are parsed in `evaluation.attack_specs` (re-exported here for the callers that
-import them from this module).
-"""
+AutoAttack / Square through `evaluation.autoattack`. Names and budgets are parsed in
+`evaluation.attack_specs`."""
 
 from __future__ import annotations
 
@@ -14,34 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import cross_entropy_objective, cw_margin_objective, pgd
+from ..mutual_information import MutualInformationPenalty
 from ..mutual_information.kernels import no_autocast
-from .attack_specs import (
-    ATTACK_NAMES,
-    DEFAULT_ATTACKS,
-    AttackSettings,
-    AttackSpec,
-    format_epsilon,
-    norm_display,
-    parse_attack_name,
-    parse_budget,
-)
-from .autoattack import autoattack_version, capture_autoattack_log, run_autoattack
+from .attack_specs import AttackSettings, AttackSpec, parse_attack_name
+from .autoattack import run_autoattack
 from .wrapper import LogitsModel
 
-__all__ = [
-    "ATTACK_NAMES",
-    "DEFAULT_ATTACKS",
-    "Attack",
-    "AttackSettings",
-    "AttackSpec",
-    "autoattack_version",
-    "build_attack",
-    "capture_autoattack_log",
-    "format_epsilon",
-    "norm_display",
-    "parse_attack_name",
-    "parse_budget",
-]
+__all__ = ["Attack", "build_attack"]
 
 
 @dataclass
@@ -117,30 +93,7 @@ def _objective(
     if spec.kind == "cw":
         return cw_margin_objective(model, labels)
     if spec.kind == "pgd-mi":
-        try:
-            from ..mutual_information import hsic_normalized_cca
-        except ImportError as error:  # pragma: no cover - the package ships it
-            raise ImportError("pgd-mi needs mimir_hf.mutual_information.hsic_normalized_cca.") from error
-        weight = float(spec.options.get("mi_weight", 1e-5))
-
-        def mi_objective(x: torch.Tensor) -> torch.Tensor:
-            logits, features = model.logits_and_features(x)
-            ce = F.cross_entropy(logits.float(), labels, reduction="none")
-            if weight == 0 or x.shape[0] < 2:
-                return ce
-            try:
-                hsic = hsic_normalized_cca(features.flatten(1).float(), x.flatten(1).float())
-            except torch.linalg.LinAlgError:  # singular kernel: this step follows CE alone, counted
-                details["mi_dropped_steps"] = details.get("mi_dropped_steps", 0) + 1
-                return ce
-            if not torch.isfinite(hsic):
-                details["mi_dropped_steps"] = details.get("mi_dropped_steps", 0) + 1
-                return ce
-            # Maximising mean(CE) + w·nHSIC is, up to the factor B that sign(∇) ignores, maximising
-            # Σ_i (CE_i + w·nHSIC): every sample carries the whole (batch-level) MI term.
-            return ce + weight * hsic
-
-        return mi_objective
+        return _mi_objective(spec, model, labels, details)
     if spec.kind == "pgd-feature":
         with torch.no_grad():
             _, clean_features = model.logits_and_features(inputs)
@@ -155,3 +108,28 @@ def _objective(
     raise ValueError(f"No objective for attack kind {spec.kind!r}.")
 
 
+def _mi_objective(spec: AttackSpec, model: LogitsModel, labels: torch.Tensor, details: dict[str, Any]):
+    """CE + w·nHSIC(encoder features, x′), the MI term estimated by the training penalty itself, so the
+    attack uses the estimator, the precision and the failure handling MIMIR trains with.
+
+    A step whose estimate the penalty drops (a singular kernel) follows CE alone rather than the
+    penalty's stand-in zero, whose backward through a failed solve may carry NaN; the drops are
+    counted in `details["mi_dropped_steps"]`.
+    """
+    weight = float(spec.options.get("mi_weight", 1e-5))
+    penalty = MutualInformationPenalty("hsic_cca", compute_dtype=str(spec.options.get("mi_compute_dtype", "auto")))
+
+    def mi_objective(x: torch.Tensor) -> torch.Tensor:
+        logits, features = model.logits_and_features(x)
+        ce = F.cross_entropy(logits.float(), labels, reduction="none")
+        if weight == 0 or x.shape[0] < 2:
+            return ce
+        mi, dropped = penalty(features.flatten(1).float(), x.flatten(1).float())
+        if bool(dropped):
+            details["mi_dropped_steps"] = penalty.num_dropped
+            return ce
+        # Maximising mean(CE) + w·nHSIC is, up to the factor B that sign(∇) ignores, maximising
+        # Σ_i (CE_i + w·nHSIC): every sample carries the whole (batch-level) MI term.
+        return ce + weight * mi
+
+    return mi_objective

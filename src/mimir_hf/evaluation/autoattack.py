@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from .attack_specs import AttackSpec
+from .autoattack_suite import PLUS_AUTOATTACK, STANDARD_AUTOATTACK
 from .wrapper import LogitsModel
 
-__all__ = ["AUTOATTACK_LOG_HEADER", "autoattack_version", "capture_autoattack_log", "run_autoattack"]
+__all__ = ["AUTOATTACK_LOG_HEADER", "autoattack_version", "capture_autoattack_log", "component_results", "run_autoattack"]
 
 _AUTOATTACK_LOGGER = "auto-attack"
 
@@ -33,7 +34,6 @@ def autoattack_version() -> str:
         return "not installed"
 
 
-
 def _autoattack_plan(spec: AttackSpec, num_classes: int) -> tuple[str, list[str] | None, str]:
     """AutoAttack version and attack list for this model; a note when the class count forces a change."""
     if spec.kind == "square":
@@ -43,10 +43,7 @@ def _autoattack_plan(spec: AttackSpec, num_classes: int) -> tuple[str, list[str]
     note = ""
     if num_classes < 4:
         # APGD-T and APGD-DLR need >= 4 (targeted DLR) / >= 3 logits; keep what is defined.
-        planned = list(attacks) if attacks else (
-            ["apgd-ce", "apgd-t", "fab-t", "square"] if version == "standard"
-            else ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
-        )
+        planned = list(attacks) if attacks else list(STANDARD_AUTOATTACK if version == "standard" else PLUS_AUTOATTACK)
         dropped = [a for a in planned if a == "apgd-t" or (a == "apgd-dlr" and num_classes < 3)]
         if dropped:
             attacks = [a for a in planned if a not in dropped]
@@ -132,6 +129,32 @@ def run_autoattack(
         if note:
             details["note"] = note
     return adversarial.detach()
+
+
+def component_results(details: list[dict[str, Any]], clean_count: int, n: int) -> list[dict[str, Any]]:
+    """AutoAttack's cascade, per component over all images, from the per-batch `details` that `run_autoattack`
+    filled: points attacked and broken, time, and the accuracy over all `n` images after the component."""
+    order: list[str] = []
+    totals: dict[str, dict[str, float]] = {}
+    for batch in details:
+        for name, values in (batch.get("components") or {}).items():
+            if name not in totals:
+                order.append(name)
+                totals[name] = {"attacked": 0, "broken": 0, "seconds": 0.0}
+            for key in totals[name]:
+                totals[name][key] += values[key]
+    standing = clean_count
+    rows = []
+    for name in order:
+        standing -= int(totals[name]["broken"])
+        rows.append({
+            "name": name,
+            "attacked": int(totals[name]["attacked"]),
+            "broken": int(totals[name]["broken"]),
+            "robust_accuracy_after": standing / n if n else float("nan"),
+            "wall_time_seconds": round(float(totals[name]["seconds"]), 3),
+        })
+    return rows
 
 
 class _Collector(logging.Handler):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..artefacts import CORRUPTIONS_FILE
 from ..attacks import preserve_mode
 from ..validation import check_pixel_values
 from .streaming import prepare_evaluation_data
@@ -41,7 +42,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CORRUPTIONS_FILE = "corruptions.json"
 CIFAR10C_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",

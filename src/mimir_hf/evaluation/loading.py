@@ -1,8 +1,10 @@
 """Loading what an evaluation needs: the classifier (an object, a folder or a Hub id) wrapped as a
-[0, 1]-pixels → logits module with its saved normalisation, its resolution, and a label check."""
+[0, 1]-pixels → logits module with its saved normalisation, its resolution, a label check, and the
+fingerprint of the weights it measures."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from torch import nn
 
 from .wrapper import LogitsModel, normalization_from_processor
 
-__all__ = ["check_labels", "classifier_image_size", "load_classifier"]
+__all__ = ["check_labels", "classifier_image_size", "load_classifier", "weights_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,22 @@ def load_classifier(
         logger.warning("Casting the model to float32 for the evaluation (attacks in half precision are unreliable).")
         wrapper.float()
     return wrapper, name, image_processor
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names and bytes): the identity of the weights measured.
+
+    The report records it, so that a number is never attached to other weights: a checkpoint retrained in
+    place keeps its path, and a resumed evaluation must not inherit its predecessor's batches, nor may a
+    card carry its predecessor's accuracies. Take it of the `load_classifier` wrapper, as the evaluation
+    does, so that the normalisation the model is evaluated with counts too.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def classifier_image_size(wrapper: LogitsModel, image_processor: Any, override: int | None) -> int | None:

@@ -44,23 +44,21 @@ def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path
     """
     plt = _pyplot()
 
-    clean = next((r for r in report.results.values() if r.spec.kind == "clean"), None)
+    clean = next((r for r in report.attacks.values() if r.kind == "clean"), None)
     families: dict[str, list] = defaultdict(list)
-    for name, r in report.results.items():
-        if r.spec.kind == "clean":
-            continue
-        families[name.split("@")[0]].append(r)
+    for r in report.attacks.values():
+        if r.kind != "clean":
+            families[r.family].append(r)
     if not families and clean is None:
         return None
 
-    norm = getattr(report, "norm", "Linf")
+    norm = report.norm
     scale = 255 if norm == "Linf" else 1  # L∞ budgets read in grey levels, L2 radii as they are
-    unit = "/255" if norm == "Linf" else ""
     headline = report.epsilon * scale
     at_headline: list[tuple[str, float]] = []
     figure, (curve, bars) = plt.subplots(1, 2, figsize=(9.6, 4.4), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
     for family, members in families.items():
-        points = sorted((r.spec.epsilon * scale, 100 * r.accuracy) for r in members)
+        points = sorted((r.epsilon * scale, 100 * r.accuracy) for r in members)
         at_headline += [(family, y) for x, y in points if abs(x - headline) < 1e-6]
         if len(members) > 1:
             if clean is not None:
@@ -71,10 +69,10 @@ def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path
             curve.plot([points[0][0]], [points[0][1]], marker="s", linestyle="none", label=f"{family} (at its own ε)")
     if clean is not None:
         curve.axhline(100 * clean.accuracy, color="grey", linestyle=":", linewidth=1, label="clean")
-    worst = 100 * report.worst_case_accuracy
+    worst = 100 * report.worst_case.accuracy
     curve.axvline(headline, color="grey", linestyle="--", linewidth=0.8, alpha=0.6)
     curve.plot([headline], [worst], marker="*", markersize=13, color="black", linestyle="none",
-               label=f"worst case at ε = {headline:g}{unit} (every attack: right)", zorder=4)
+               label=f"worst case at ε = {report.threat_model.epsilon_text} (every attack: right)", zorder=4)
     curve.set_xlabel("ε (× 1/255, L∞, pixel space [0, 1])" if norm == "Linf" else "ε (L2 radius, pixel space [0, 1])")
     curve.set_ylabel("accuracy (%)")
     curve.set_ylim(-2, 102)
@@ -94,7 +92,7 @@ def plot_accuracy_vs_epsilon(report: RobustnessReport, path: str | Path) -> Path
     bars.set_yticks(positions, labels, fontsize=8)
     bars.set_xlim(0, 112)
     bars.set_xlabel("accuracy (%)")
-    bars.set_title(f"at {'L∞' if norm == 'Linf' else 'L2'} ε = {headline:g}{unit}", fontsize=9)
+    bars.set_title(f"at {report.threat_model.describe()}", fontsize=9)
     bars.grid(axis="x", alpha=0.3)
 
     figure.suptitle(f"{Path(str(report.model)).name} on {report.dataset} ({report.num_samples} samples)", fontsize=9)

@@ -1,11 +1,12 @@
-"""`evaluate_robustness`: load a classifier and a data split, run the named attacks, check, report."""
+"""`evaluate_robustness`: load a classifier and a data split, run the planned attacks, check, report."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,139 +14,251 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks import preserve_mode
+from ..attacks import margin, preserve_mode
 from ..validation import check_pixel_values
-from .attack_specs import DEFAULT_ATTACKS, AttackSettings, AttackSpec, format_epsilon, parse_attack_name, parse_budget
+from .attack_specs import AttackSettings, AttackSpec, plan_attacks
 from .attacks import Attack
 from .autoattack import autoattack_version as _autoattack_package_version
-from .autoattack import capture_autoattack_log
+from ..artefacts import AUTOATTACK_LOG
+from .autoattack import capture_autoattack_log, component_results
 from .checks import LARGE_EPSILON, run_checks
+from .loading import check_labels, classifier_image_size, load_classifier, weights_fingerprint
 from .plots import plot_accuracy_vs_epsilon
-from .robustness_report import AUTOATTACK_LOG, RobustnessReport
 from .results import AttackResult
-from .sharding import current_shard, gather_records, wait_for_everyone
-from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, fingerprint
+from .robustness_report import RobustnessReport
+from .sharding import ProcessShard, current_shard, gather_records, wait_for_everyone
+from .state import STATE_DIRNAME, BatchRecord, EvaluationState, batch_seed, state_description
 from .streaming import EvaluationData, prepare_evaluation_data
-from .loading import check_labels, classifier_image_size, load_classifier
 from .wrapper import LogitsModel
 
-__all__ = [
-    "DEFAULT_EPSILON_SWEEP",
-    "DEFAULT_L2_EPSILON_SWEEP",
-    "GradientMaskingWarning",
-    "evaluate_robustness",
-    "plan_attacks",
-]
+__all__ = ["GradientMaskingWarning", "evaluate_robustness"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_EPSILON_SWEEP = (1 / 255, 2 / 255, 4 / 255, 16 / 255, 64 / 255)
-DEFAULT_L2_EPSILON_SWEEP = (0.125, 0.25, 1.0, 8.0)
-"""L2 radii for the ε-curve and the checks; 8.0 is the large budget at which accuracy must be near zero."""
 
 
 class GradientMaskingWarning(UserWarning):
     """A gradient-masking sanity check failed: the robust accuracy is probably overestimated."""
 
 
-# ----------------------------------------------------------------------------------------------
-# planning
+def evaluate_robustness(
+    model: str | Path | nn.Module,
+    data: Any = "builtin:digits",
+    settings: AttackSettings | None = None,
+    *,
+    labels: torch.Tensor | None = None,
+    split: str = "test",
+    dataset_config: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    image_size: int | None = None,
+    eval_crop_fraction: float | None = None,
+    num_samples: int | None = None,
+    indices: list[int] | None = None,
+    dataset_name: str | None = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    output_dir: str | Path | None = None,
+    image_processor: Any = None,
+    check_tolerance: float = 0.005,
+    large_epsilon_max_accuracy: float = 0.05,
+    progress: bool = True,
+    plot: bool = True,
+    resume: bool = True,
+    **options: Any,
+) -> RobustnessReport:
+    """Measure the L∞ or L2 robustness of an image classifier and check the measurement for gradient masking.
+
+    Args:
+        model: an `nn.Module` (a transformers classifier or any module returning logits), a local
+            directory written by `save_pretrained`, or a Hub id (`AutoModelForImageClassification`).
+        data: a data source understood by `mimir_hf.data.load_image_dataset` ("builtin:digits", a Hub
+            dataset name, an image folder, a `.npz`), a `datasets.Dataset` with `image`/`label`
+            columns, or a pixel tensor (B, C, H, W) in [0, 1] together with `labels`.
+        settings: the attacks, the threat model and the attacks' hyper-parameters (`AttackSettings`).
+        **options: instead of `settings`, its fields by name: `attacks=["clean", "pgd-20"],
+            epsilon="8/255", norm="L2", epsilon_sweep=()`... (never both).
+        num_samples: evaluate the first N samples of the split (RobustBench style); None for all.
+        indices: evaluate these positions of the split, in this order (RobustBench's ImageNet list);
+            `num_samples` then keeps the first N of them.
+        output_dir: where to write robustness.json, per_sample.npz, autoattack.log and the curve; None
+            to write nothing.
+        check_tolerance: accuracy slack for the consistency checks (at least one sample).
+        resume: with an `output_dir`, every finished batch is kept in `<output_dir>/eval_state/`; a
+            rerun of the same evaluation continues after the last finished batch (False: start over).
+
+    Under `accelerate launch` with several processes, each process attacks every world-size-th batch
+    and the main process writes the gathered report (identical to a one-process run but for the times).
+
+    Returns:
+        A `RobustnessReport` (its `failed_checks` lists any gradient-masking check that fired).
+    """
+    settings = _settings(settings, options)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1 (or None for the whole split), got {num_samples}.")
+    specs = plan_attacks(settings)
+
+    shard = current_shard()
+    if device is None and shard.device is not None:
+        device = shard.device
+    wrapper, model_name, processor = load_classifier(model, device=device, image_processor=image_processor)
+    evaluation_data = prepare_evaluation_data(
+        data, labels=labels, split=split, dataset_config=dataset_config, image_column=image_column,
+        label_column=label_column,
+        image_size=None if isinstance(data, torch.Tensor) else classifier_image_size(wrapper, processor, image_size),
+        num_samples=num_samples, indices=indices, crop_fraction=eval_crop_fraction, dataset_name=dataset_name,
+    )
+    _check_data(wrapper, evaluation_data)
+
+    weights = weights_fingerprint(wrapper)
+    out = Path(output_dir) if output_dir is not None else None
+    n = len(evaluation_data)
+    batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
+    mine = shard.batches(len(batches))
+    state = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        description = state_description(model_name, weights, evaluation_data, split, specs, batch_size, settings.seed)
+        state = EvaluationState(out / STATE_DIRNAME, description, resume=resume, owned=mine)
+    logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
+    records, autoattack_warnings = _attack_batches(
+        wrapper, specs, evaluation_data, batches, mine, state, shard, out, settings.seed, progress
+    )
+    results, zero_gradient = _assemble(specs, _gathered(records, len(batches), shard))
+    report = _checked_report(
+        results, zero_gradient, settings, evaluation_data,
+        model=model_name,
+        split=split if not isinstance(data, torch.Tensor) else "given",
+        normalization=wrapper.normalization,
+        autoattack_warnings=autoattack_warnings,
+        batch_size=batch_size,
+        num_processes=shard.world_size,
+        weights_fingerprint=weights,
+        check_tolerance=check_tolerance,
+        large_epsilon_max_accuracy=large_epsilon_max_accuracy,
+    )
+    for check in report.failed_checks:
+        message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"
+        logger.warning(message)
+        warnings.warn(message, GradientMaskingWarning, stacklevel=2)
+    if out is not None and shard.is_main:
+        report.save(out, curve=plot_accuracy_vs_epsilon if plot else None)
+    wait_for_everyone(shard)
+    return report
 
 
-def plan_attacks(
-    attacks: Sequence[str],
+def _settings(settings: AttackSettings | None, options: dict[str, Any]) -> AttackSettings:
+    """`settings`, or the `AttackSettings` built from the options given by name; an unknown name is an error."""
+    if settings is not None:
+        if options:
+            raise TypeError(f"Give the attack options in `settings` or by name, not both (got {sorted(options)}).")
+        return settings
+    known = {f.name for f in dataclasses.fields(AttackSettings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        hints = [name + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, known, n=1))
+                 for name in unknown]
+        raise TypeError(f"evaluate_robustness() got unknown option(s): {', '.join(hints)}.")
+    return AttackSettings(**options)
+
+
+def _checked_report(
+    results: dict[str, AttackResult],
+    zero_gradient: np.ndarray,
     settings: AttackSettings,
-    epsilon_sweep: Sequence[float | str] = (),
-    sweep_attack: str = "pgd-20",
-) -> list[AttackSpec]:
-    """Resolve names (and the ε-sweep) into specs; errors for unknown names or bad budgets come here,
-    before anything is loaded. `clean` always runs first (robust accuracy counts only clean-correct points)."""
-    if isinstance(attacks, str):
-        attacks = [a for a in attacks.replace(",", " ").split() if a]
-    specs = [parse_attack_name(name, settings) for name in attacks]
-    sweep = [parse_budget(e, "epsilon_sweep value", norm=settings.norm) for e in epsilon_sweep]
-    if sweep:
-        base = parse_attack_name(sweep_attack, settings)
-        if base.kind == "clean":
-            raise ValueError("sweep_attack must be an attack, not 'clean'.")
-        for eps in sweep:
-            if abs(eps - settings.epsilon) <= 1e-9:
-                if all(s.name != base.name for s in specs):
-                    specs.append(base)
-            else:
-                specs.append(parse_attack_name(f"{base.name.split('@')[0]}@eps={format_epsilon(eps, settings.norm)}", settings))
-    unique: dict[str, AttackSpec] = {}
-    for spec in specs:
-        unique.setdefault(spec.name, spec)
-    clean = unique.pop("clean", None) or parse_attack_name("clean", settings)
-    return [clean, *unique.values()]
+    data: EvaluationData,
+    *,
+    check_tolerance: float,
+    large_epsilon_max_accuracy: float,
+    **record: Any,
+) -> RobustnessReport:
+    """The report of the assembled results, with the gradient-masking checks run on them."""
+    clean_correct = next(r.correct for r in results.values() if r.spec.kind == "clean")
+    for name, result in results.items():
+        logger.info("%s: %.2f%%", name, 100 * result.accuracy)
+    checks, skipped = run_checks(
+        results,
+        epsilon=settings.epsilon,
+        labels=data.labels,
+        zero_gradient=zero_gradient[clean_correct] if clean_correct.any() else zero_gradient,
+        tolerance=check_tolerance,
+        large_epsilon=LARGE_EPSILON[settings.norm],
+        norm=settings.norm,
+        large_epsilon_max_accuracy=large_epsilon_max_accuracy,
+    )
+    return RobustnessReport.from_results(
+        dataset=data.source_name,
+        epsilon=settings.epsilon,
+        seed=settings.seed,
+        labels=data.labels,
+        results=results,
+        indices=data.indices,
+        versions=_versions(),
+        checks=checks,
+        skipped_checks=skipped,
+        class_names=data.class_names,
+        preprocessing=data.preprocessing,
+        norm=settings.norm,
+        **record,
+    )
 
 
-def _versions() -> dict[str, str]:
-    import transformers
-
-    from .._version import __version__
-
-    return {
-        "mimir_hf": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "autoattack": _autoattack_package_version(),
-        "numpy": np.__version__,
-    }
+def _check_data(wrapper: LogitsModel, data: EvaluationData) -> None:
+    """Pixel range, channels and labels against the model, on the first image, before any attack runs."""
+    first, _ = next(data.batches([[0]]))
+    check_pixel_values(first, getattr(wrapper, "num_channels", None), name="evaluation images")
+    device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
+    with torch.no_grad(), preserve_mode(wrapper, "eval"):
+        num_classes = int(wrapper(first.to(device)).shape[1])
+    check_labels(wrapper, torch.as_tensor(data.labels), num_classes, data.class_names)
 
 
-# ----------------------------------------------------------------------------------------------
-# the evaluation
+def _attack_batches(
+    wrapper: LogitsModel,
+    specs: list[AttackSpec],
+    data: EvaluationData,
+    batches: list[list[int]],
+    mine: list[int],
+    state: EvaluationState | None,
+    shard: ProcessShard,
+    out: Path | None,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[int, BatchRecord], list[str]]:
+    """This process's batches (those a resumed state holds, then the rest), and AutoAttack's warnings."""
+    records = {index: record for index in mine if state is not None and (record := state.load(index)) is not None}
+    todo = [index for index in mine if index not in records]
+    log_path = None
+    if out is not None and any(s.library == "autoattack" for s in specs):
+        log_path = out / (AUTOATTACK_LOG if shard.is_main else f"autoattack.rank{shard.rank}.log")
+        if not records:
+            log_path.unlink(missing_ok=True)
+    if records:
+        logger.info("Resuming from %s: %d of %d batches already done.", state.directory, len(records), len(mine))
+
+    from tqdm.auto import tqdm
+
+    device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
+    with capture_autoattack_log(log_path) as collected, preserve_mode(wrapper, "eval"), torch.no_grad():
+        total = len(todo) * len(specs)  # one tick per attack on a batch: one batch of a few slow attacks still moves
+        with tqdm(total=total, desc="evaluating", unit="attack", disable=not (progress and shard.is_main)) as bar:
+            for index, (x, y) in zip(todo, data.batches([batches[i] for i in todo])):
+                check_pixel_values(x, getattr(wrapper, "num_channels", None), name="evaluation images")
+                record = _evaluate_batch(wrapper, specs, x.to(device), y.to(device), index, seed, bar)
+                if state is not None:
+                    state.save(record)
+                records[index] = record
+        return records, list(dict.fromkeys(collected))
 
 
-def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    from ..attacks import margin
-
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        loss = margin(model(x), y).sum()
-        (gradient,) = torch.autograd.grad(loss, [x], allow_unused=True)
-    if gradient is None:
-        return torch.ones(x.shape[0], dtype=torch.bool)
-    return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
-
-
-def _weights_fingerprint(module: nn.Module) -> str:
-    """A hash of the model's parameters and buffers: a checkpoint retrained in place must not inherit the
-    finished batches of its predecessor (its path alone would match)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                      if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def _state_description(
-    model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
-) -> dict[str, Any]:
-    """What decides every batch's result: a resumed run must match it exactly."""
-    return {
-        "model": model_name,
-        "weights": weights,
-        "dataset": data.source_name,
-        "split": split,
-        "num_samples": len(data),
-        "indices": fingerprint({"indices": data.indices.tolist(), "labels": data.labels.tolist()}),
-        "batch_size": batch_size,
-        "seed": seed,
-        "attacks": [
-            {
-                "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
-                "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
-                "options": dict(s.options),
-            }
-            for s in specs
-        ],
-    }
+def _gathered(records: dict[int, BatchRecord], num_batches: int, shard: ProcessShard) -> list[BatchRecord]:
+    """Every process's records, in batch order."""
+    gathered = {r.index: r for r in gather_records(list(records.values()), shard)}
+    missing = [i for i in range(num_batches) if i not in gathered]
+    if missing:  # pragma: no cover - a process lost its batches
+        raise RuntimeError(f"Batches {missing[:10]} were evaluated by no process.")
+    return [gathered[i] for i in range(num_batches)]
 
 
 def _evaluate_batch(
@@ -178,11 +291,7 @@ def _evaluate_batch(
                 zero_gradient[todo] = _zero_margin_gradient(wrapper, xs, ys).numpy()
             adversarial = Attack(spec).run(wrapper, xs, ys, generator=generator, details=details)
             if spec.kind != "clean":
-                delta = (adversarial - xs).flatten(1)
-                size_of = delta.abs().amax(dim=1) if spec.norm == "Linf" else delta.norm(dim=1)
-                max_perturbation = float(size_of.max())
-                if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
-                    max_perturbation = float("inf")
+                max_perturbation = _max_perturbation(spec, xs, adversarial)
             predicted = wrapper(adversarial).argmax(dim=1)
             predictions[todo] = predicted.cpu().numpy()
             correct[todo] = (predicted == ys).cpu().numpy()
@@ -199,6 +308,25 @@ def _evaluate_batch(
         }
         bar.update(1)
     return BatchRecord(index=index, attacks=outcome, zero_gradient=zero_gradient.tolist())
+
+
+def _max_perturbation(spec: AttackSpec, clean: torch.Tensor, adversarial: torch.Tensor) -> float:
+    """The largest perturbation in the attack's norm; infinite when x′ left the [0, 1] box."""
+    if adversarial.min() < -1e-6 or adversarial.max() > 1 + 1e-6:
+        return float("inf")
+    delta = (adversarial - clean).flatten(1)
+    size_of = delta.abs().amax(dim=1) if spec.norm == "Linf" else delta.norm(dim=1)
+    return float(size_of.max())
+
+
+def _zero_margin_gradient(model: LogitsModel, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = margin(model(x), y).sum()
+        (gradient,) = torch.autograd.grad(loss, [x], allow_unused=True)
+    if gradient is None:
+        return torch.ones(x.shape[0], dtype=torch.bool)
+    return (gradient.flatten(1).abs().amax(dim=1) == 0).cpu()
 
 
 def _assemble(specs: list[AttackSpec], records: list[BatchRecord]) -> tuple[dict[str, AttackResult], np.ndarray]:
@@ -220,7 +348,7 @@ def _assemble(specs: list[AttackSpec], records: list[BatchRecord]) -> tuple[dict
             if value is not None:
                 extra[key] = value
         if spec.kind == "autoattack":
-            extra["components"] = _component_results(details, clean_count, correct.size)
+            extra["components"] = component_results(details, clean_count, correct.size)
         results[spec.name] = AttackResult(
             spec=spec,
             correct=correct,
@@ -234,226 +362,15 @@ def _assemble(specs: list[AttackSpec], records: list[BatchRecord]) -> tuple[dict
     return results, zero_gradient
 
 
-def _component_results(details: list[dict[str, Any]], clean_count: int, n: int) -> list[dict[str, Any]]:
-    """AutoAttack's cascade, per component over all images: points attacked and broken, time, accuracy after."""
-    order: list[str] = []
-    totals: dict[str, dict[str, float]] = {}
-    for batch in details:
-        for name, values in (batch.get("components") or {}).items():
-            if name not in totals:
-                order.append(name)
-                totals[name] = {"attacked": 0, "broken": 0, "seconds": 0.0}
-            for key in totals[name]:
-                totals[name][key] += values[key]
-    standing = clean_count
-    rows = []
-    for name in order:
-        standing -= int(totals[name]["broken"])
-        rows.append({
-            "name": name,
-            "attacked": int(totals[name]["attacked"]),
-            "broken": int(totals[name]["broken"]),
-            "robust_accuracy_after": standing / n if n else float("nan"),
-            "wall_time_seconds": round(float(totals[name]["seconds"]), 3),
-        })
-    return rows
+def _versions() -> dict[str, str]:
+    import transformers
 
+    from .._version import __version__
 
-def evaluate_robustness(
-    model: str | Path | nn.Module,
-    data: Any = "builtin:digits",
-    *,
-    labels: torch.Tensor | None = None,
-    split: str = "test",
-    dataset_config: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    image_size: int | None = None,
-    eval_crop_fraction: float | None = None,
-    num_samples: int | None = None,
-    attacks: Sequence[str] | str = DEFAULT_ATTACKS,
-    epsilon: float | str = 8 / 255,
-    step_size: float | str | None = None,
-    restarts: int = 1,
-    epsilon_sweep: Sequence[float | str] | None = None,
-    sweep_attack: str = "pgd-20",
-    cw_steps: int = 30,
-    adaptive_steps: int = 100,
-    mi_weight: float = 1e-5,
-    autoattack_version: str = "standard",
-    autoattack_attacks: Sequence[str] = ("apgd-ce", "apgd-t", "fab-t", "square"),
-    square_queries: int = 5000,
-    batch_size: int = 64,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    output_dir: str | Path | None = None,
-    image_processor: Any = None,
-    check_tolerance: float = 0.005,
-    large_epsilon_max_accuracy: float = 0.05,
-    progress: bool = True,
-    plot: bool = True,
-    dataset_name: str | None = None,
-    indices: Sequence[int] | None = None,
-    resume: bool = True,
-    norm: str = "Linf",
-) -> RobustnessReport:
-    """Measure the L∞ robustness of an image classifier and check the measurement for gradient masking.
-
-    Args:
-        model: an `nn.Module` (a transformers classifier or any module returning logits), a local
-            directory written by `save_pretrained`, or a Hub id (`AutoModelForImageClassification`).
-        data: a data source understood by `mimir_hf.data.load_image_dataset` ("builtin:digits", a Hub
-            dataset name, an image folder, a `.npz`), a `datasets.Dataset` with `image`/`label`
-            columns, or a pixel tensor (B, C, H, W) in [0, 1] together with `labels`.
-        num_samples: evaluate the first N samples of the split (RobustBench style); None for all.
-        attacks: names (see `mimir_hf.evaluation.attack_specs`), e.g. ["clean", "pgd-20", "autoattack"].
-        epsilon: the headline L∞ budget in [0, 1] units (a float or "8/255").
-        step_size: PGD step α (default ε/4, i.e. 2/255 at 8/255).
-        epsilon_sweep: extra budgets at which `sweep_attack` runs (the accuracy-vs-ε curve and the
-            monotonicity and large-ε checks); () for none; None for the norm's default
-            (`DEFAULT_EPSILON_SWEEP`, `DEFAULT_L2_EPSILON_SWEEP`).
-        norm: the threat model, "Linf" (ε per pixel, the default) or "L2" (ε on each image's Euclidean
-            norm in [0, 1] pixel units; RobustBench's CIFAR-10 L2 budget is 0.5).
-        output_dir: where to write robustness.json, per_sample.npz, autoattack.log and the curve; None
-            to write nothing.
-        check_tolerance: accuracy slack for the consistency checks (at least one sample).
-        indices: evaluate these positions of the split, in this order (RobustBench's ImageNet list);
-            `num_samples` then keeps the first N of them.
-        resume: with an `output_dir`, every finished batch is kept in `<output_dir>/eval_state/`; a
-            rerun of the same evaluation continues after the last finished batch (False: start over).
-
-    Under `accelerate launch` with several processes, each process attacks every world-size-th batch
-    and the main process writes the gathered report (identical to a one-process run but for the times).
-
-    Returns:
-        A `RobustnessReport` (its `failed_checks` lists any gradient-masking check that fired).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if num_samples is not None and num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1 (or None for the whole split), got {num_samples}.")
-    if epsilon_sweep is None:
-        epsilon_sweep = DEFAULT_L2_EPSILON_SWEEP if norm == "L2" else DEFAULT_EPSILON_SWEEP
-    settings = AttackSettings(
-        norm=norm,
-        epsilon=parse_budget(epsilon, norm=norm),
-        step_size=None if step_size is None else parse_budget(step_size, "step_size", norm=norm),
-        restarts=restarts,
-        cw_steps=cw_steps,
-        adaptive_steps=adaptive_steps,
-        mi_weight=mi_weight,
-        autoattack_version=autoattack_version,
-        autoattack_attacks=tuple(autoattack_attacks),
-        square_queries=square_queries,
-        seed=seed,
-    )
-    specs = plan_attacks(attacks, settings, epsilon_sweep, sweep_attack)
-
-    shard = current_shard()
-    if device is None and shard.device is not None:
-        device = shard.device
-    wrapper, model_name, processor = load_classifier(model, device=device, image_processor=image_processor)
-    device = next((p.device for p in wrapper.parameters()), torch.device("cpu"))
-
-    evaluation_data = prepare_evaluation_data(
-        data, labels=labels, split=split, dataset_config=dataset_config, image_column=image_column,
-        label_column=label_column,
-        image_size=None if isinstance(data, torch.Tensor) else classifier_image_size(wrapper, processor, image_size),
-        num_samples=num_samples, indices=indices, crop_fraction=eval_crop_fraction, dataset_name=dataset_name,
-    )
-    n = len(evaluation_data)
-    first, _ = next(evaluation_data.batches([[0]]))
-    check_pixel_values(first, getattr(wrapper, "num_channels", None), name="evaluation images")
-    with torch.no_grad(), preserve_mode(wrapper, "eval"):
-        num_classes = int(wrapper(first.to(device)).shape[1])
-    check_labels(wrapper, torch.as_tensor(evaluation_data.labels), num_classes, evaluation_data.class_names)
-
-    out = Path(output_dir) if output_dir is not None else None
-    batches = [list(range(begin, min(begin + batch_size, n))) for begin in range(0, n, batch_size)]
-    mine = shard.batches(len(batches))
-    state = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        state = EvaluationState(
-            out / STATE_DIRNAME,
-            _state_description(model_name, _weights_fingerprint(wrapper), evaluation_data, split, specs, batch_size, seed),
-            resume=resume,
-            owned=mine,
-        )
-    records: dict[int, BatchRecord] = {}
-    for index in mine:
-        record = state.load(index) if state is not None else None
-        if record is not None:
-            records[index] = record
-    todo = [index for index in mine if index not in records]
-    log_path = None
-    if out is not None and any(s.library == "autoattack" for s in specs):
-        log_path = out / (AUTOATTACK_LOG if shard.is_main else f"autoattack.rank{shard.rank}.log")
-        if not records:
-            log_path.unlink(missing_ok=True)
-    if records:
-        logger.info("Resuming from %s: %d of %d batches already done.", state.directory, len(records), len(mine))
-
-    from tqdm.auto import tqdm
-
-    logger.info("Evaluating %s on %d samples: %s", model_name, n, ", ".join(s.name for s in specs))
-    with capture_autoattack_log(log_path) as collected, preserve_mode(wrapper, "eval"), torch.no_grad():
-        total = len(todo) * len(specs)  # one tick per attack on a batch: one batch of a few slow attacks still moves
-        with tqdm(total=total, desc="evaluating", unit="attack", disable=not (progress and shard.is_main)) as bar:
-            for index, (x, y) in zip(todo, evaluation_data.batches([batches[i] for i in todo])):
-                check_pixel_values(x, getattr(wrapper, "num_channels", None), name="evaluation images")
-                record = _evaluate_batch(wrapper, specs, x.to(device), y.to(device), index, seed, bar)
-                if state is not None:
-                    state.save(record)
-                records[index] = record
-        aa_warnings = list(dict.fromkeys(collected))
-
-    gathered = {r.index: r for r in gather_records(list(records.values()), shard)}
-    missing = [i for i in range(len(batches)) if i not in gathered]
-    if missing:  # pragma: no cover - a process lost its batches
-        raise RuntimeError(f"Batches {missing[:10]} were evaluated by no process.")
-    ordered = [gathered[i] for i in range(len(batches))]
-    results, zero_gradient = _assemble(specs, ordered)
-    clean_correct = next(r.correct for r in results.values() if r.spec.kind == "clean")
-    for name, result in results.items():
-        logger.info("%s: %.2f%%", name, 100 * result.accuracy)
-
-    labels_np = evaluation_data.labels
-    checks, skipped = run_checks(
-        results,
-        epsilon=settings.epsilon,
-        labels=labels_np,
-        zero_gradient=zero_gradient[clean_correct] if clean_correct.any() else zero_gradient,
-        tolerance=check_tolerance,
-        large_epsilon=LARGE_EPSILON[norm],
-        norm=norm,
-        large_epsilon_max_accuracy=large_epsilon_max_accuracy,
-    )
-    report = RobustnessReport(
-        model=model_name,
-        dataset=evaluation_data.source_name,
-        split=split if not isinstance(data, torch.Tensor) else "given",
-        epsilon=settings.epsilon,
-        seed=seed,
-        labels=labels_np,
-        results=results,
-        indices=evaluation_data.indices,
-        normalization=wrapper.normalization,
-        versions=_versions(),
-        checks=checks,
-        skipped_checks=skipped,
-        autoattack_warnings=aa_warnings,
-        batch_size=batch_size,
-        class_names=evaluation_data.class_names,
-        preprocessing=evaluation_data.preprocessing,
-        num_processes=shard.world_size,
-        norm=norm,
-    )
-    for check in report.failed_checks:
-        message = f"GRADIENT-MASKING CHECK FAILED: {check.name}: {check.detail}"
-        logger.warning(message)
-        warnings.warn(message, GradientMaskingWarning, stacklevel=2)
-    if out is not None and shard.is_main:
-        report.save(out, curve=plot_accuracy_vs_epsilon if plot else None)
-    wait_for_everyone(shard)
-    return report
+    return {
+        "mimir_hf": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "autoattack": _autoattack_package_version(),
+        "numpy": np.__version__,
+    }

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from ..launch import launched_distributed
+
 __all__ = ["ProcessShard", "current_shard", "gather_records"]
 
 
@@ -32,10 +34,6 @@ class ProcessShard:
         return list(range(self.rank, num_batches, self.world_size))
 
 
-def _launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def _partial_state():
     from accelerate import PartialState
 
@@ -47,7 +45,7 @@ def _partial_state():
 
 def current_shard() -> ProcessShard:
     """This process's place among the processes `accelerate launch` started (one process: rank 0 of 1)."""
-    if not _launched_distributed():
+    if not launched_distributed():
         return ProcessShard()
     state = _partial_state()
     return ProcessShard(rank=state.process_index, world_size=state.num_processes, device=state.device)

@@ -19,11 +19,23 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["STATE_DIRNAME", "BatchRecord", "EvaluationState", "StateMismatchError", "batch_seed", "fingerprint"]
+if TYPE_CHECKING:
+    from .attack_specs import AttackSpec
+    from .streaming import EvaluationData
+
+__all__ = [
+    "STATE_DIRNAME",
+    "BatchRecord",
+    "EvaluationState",
+    "StateMismatchError",
+    "batch_seed",
+    "fingerprint",
+    "state_description",
+]
 
 STATE_DIRNAME = "eval_state"
 _MANIFEST = "manifest.json"
@@ -121,3 +133,27 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def state_description(
+    model_name: str, weights: str, data: EvaluationData, split: str, specs: list[AttackSpec], batch_size: int, seed: int
+) -> dict[str, Any]:
+    """What decides every batch's result: a resumed run must match it exactly."""
+    return {
+        "model": model_name,
+        "weights": weights,
+        "dataset": data.source_name,
+        "split": split,
+        "num_samples": len(data),
+        "indices": fingerprint({"indices": data.indices.tolist(), "labels": data.labels.tolist()}),
+        "batch_size": batch_size,
+        "seed": seed,
+        "attacks": [
+            {
+                "name": s.name, "kind": s.kind, "epsilon": s.epsilon, "steps": s.steps, "step_size": s.step_size,
+                "restarts": s.restarts, "seed": s.seed, "library": s.library, "norm": s.norm,
+                "options": dict(s.options),
+            }
+            for s in specs
+        ],
+    }

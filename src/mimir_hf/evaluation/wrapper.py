@@ -79,7 +79,6 @@ class LogitsModel(nn.Module):
         else:
             self.mean = None
             self.std = None
-        self._captured: torch.Tensor | None = None
 
     @property
     def normalization(self) -> str:

@@ -10,24 +10,24 @@
 """
 
 from .arguments import ADVERSARIAL_METHODS, TRADES_STARTS, AdversarialTrainingArguments, ModelArguments
-from .conversion import (
-    HEAD_INIT_STD_LARGE,
-    HEAD_INIT_STD_SMALL,
+from ..modeling.classifier_configs import (
     POOLINGS,
     beit_config_for_classification,
     check_resolution,
     classifier_config,
-    default_head_init_std,
-    init_classifier_head,
-    interpolate_position_embeddings,
-    load_encoder,
-    mae_to_classifier,
-    random_mae_encoder,
-    reset_mae_embeddings,
-    reset_pooler_norm,
     vit_config_for_classification,
 )
+from .classifier_from_mae import (
+    HEAD_INIT_STD_LARGE,
+    HEAD_INIT_STD_SMALL,
+    default_head_init_std,
+    init_classifier_head,
+    mae_to_classifier,
+    reset_pooler_norm,
+)
 from .drop_path import add_drop_path
+from .encoder import load_encoder, random_mae_encoder, reset_mae_embeddings
+from .encoder_weights import interpolate_position_embeddings
 from .losses import mart_loss, pgd_at_loss, plain_loss, soft_target_cross_entropy, trades_loss
 from .mixup import BatchMixing, MixParameters, cutmix_box, mix_images, smoothed_one_hot, soft_targets
 from .model import build_classifier

@@ -2,7 +2,8 @@
 
 Everything a recipe config can say about adversarial finetuning is a documented dataclass field,
 so `--help`, YAML configs and `recipe_config.yaml` all describe the same run. Budgets are in
-pixel units [0, 1]: `8/255` is written `0.03137254901960784` in YAML (or use the CLI's float).
+pixel units [0, 1], written `8/255` or `0.0314` alike in YAML and on the command line
+(`recipe_config.yaml` records the float).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
-from ..validation import check_budget
-from .conversion import POOLINGS
+from ..validation import Budget, parse_budget_fields
+from ..modeling.classifier_configs import POOLINGS
 
 __all__ = ["ADVERSARIAL_METHODS", "AdversarialTrainingArguments", "ModelArguments", "TRADES_STARTS"]
 
@@ -40,10 +41,10 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             "choices": list(ADVERSARIAL_METHODS),
         },
     )
-    attack_epsilon: float = field(
-        default=8 / 255, metadata={"help": "L-inf radius of the training attack in [0, 1] pixel units (8/255 = 0.0314)."}
+    attack_epsilon: Budget = field(
+        default=8 / 255, metadata={"help": "L-inf radius of the training attack in [0, 1] pixel units: 8/255 or 0.0314."}
     )
-    attack_step_size: float = field(default=2 / 255, metadata={"help": "Step size alpha of the training attack."})
+    attack_step_size: Budget = field(default=2 / 255, metadata={"help": "Step size alpha of the training attack (e.g. 2/255)."})
     attack_steps: int = field(default=10, metadata={"help": "PGD steps of the training attack (paper: 10 CIFAR, 1 ImageNet)."})
     attack_random_start: bool = field(
         default=True, metadata={"help": "Start the training attack at a uniform random point of the eps-ball."}
@@ -120,10 +121,10 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
     eval_attack_steps: int = field(
         default=10, metadata={"help": "PGD steps of the validation attack (eval_robust_accuracy); 0 disables it."}
     )
-    eval_attack_epsilon: float | None = field(
+    eval_attack_epsilon: Budget | None = field(
         default=None, metadata={"help": "Radius of the validation attack; defaults to attack_epsilon."}
     )
-    eval_attack_step_size: float | None = field(
+    eval_attack_step_size: Budget | None = field(
         default=None,
         metadata={"help": "Step size of the validation attack; defaults to 2.5 * epsilon / steps (2/255 for PGD-10 at 8/255)."},
     )
@@ -156,8 +157,7 @@ class AdversarialTrainingArguments(ScaledLearningRateArguments):
             raise ValueError(f"adversarial_method must be one of {ADVERSARIAL_METHODS}, got {self.adversarial_method!r}.")
         if self.attack_model_mode not in ("eval", "train"):
             raise ValueError(f"attack_model_mode must be 'eval' or 'train', got {self.attack_model_mode!r}.")
-        for name in ("attack_epsilon", "attack_step_size", "eval_attack_epsilon", "eval_attack_step_size"):
-            check_budget(getattr(self, name), name)
+        parse_budget_fields(self)
         for name in ("attack_steps", "eval_attack_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from transformers import BeitForImageClassification, ViTForImageClassification, ViTMAEConfig
 
+from ..artefacts import is_hub_id
 from ..modeling.presets import encoder_kwargs
 from .arguments import ModelArguments
-from .conversion import mae_to_classifier, random_mae_encoder
+from .classifier_from_mae import mae_to_classifier
+from .encoder import random_mae_encoder
 
 __all__ = ["QUICKSTART_HINT", "build_classifier", "check_checkpoint_exists", "scratch_encoder_kwargs"]
 
@@ -83,11 +85,5 @@ def check_checkpoint_exists(source: str) -> None:
 
 
 def _looks_local(source: str) -> bool:
-    """A path rather than a Hub id (`org/name`): absolute, relative with ./, or more than one slash."""
-    return (
-        os.path.isabs(source)
-        or source.startswith((".", "~"))
-        or source.count("/") != 1
-        or os.path.exists(source)
-        or source.startswith("outputs/")
-    )
+    """A path rather than a Hub id (`org/name`); `outputs/<run>` is the recipes' own output, never a Hub id."""
+    return not is_hub_id(source) or source.startswith("outputs/")

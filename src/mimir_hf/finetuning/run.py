@@ -1,8 +1,9 @@
 """What `recipes/finetune.py` does, as a library function so that it can be tested and reused.
 
 Data → classifier (converted from the pretrained encoder, or from scratch) → `AdversarialTrainer`
-→ an output folder that is a stock `vit` checkpoint: weights, config with `id2label`, the image
-processor that reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
+→ an output folder that is a stock transformers classifier checkpoint (`beit`, the mean-pooled
+default, or `vit` with `pooling: cls`): weights, config with `id2label`, the image processor that
+reproduces the evaluation preprocessing, `recipe_config.yaml` and the metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import AutoConfig, set_seed
 
 from ..data import (
     DataArguments,
+    ShardedStream,
     class_names,
     collate_images,
     eval_transform,
@@ -39,11 +41,21 @@ def _label_values(dataset) -> torch.Tensor:
 
 
 def label_names_for(train_data, eval_data=None) -> dict[int, str]:
-    """`id2label` for the data: the ClassLabel names, else `"0"…"K-1"`; checks that both splits agree."""
+    """`id2label` for the data: the ClassLabel names, else `"0"…"K-1"`; checks that both splits agree.
+
+    A stream's labels cannot be counted before it is read, so it must name its classes; its batches
+    are checked against them as they come (`CheckedCollator`).
+    """
     names = class_names(train_data)
-    labels = _label_values(train_data)
+    if isinstance(train_data, ShardedStream) and names is None:
+        raise ValueError(
+            "Streamed finetuning takes the classes from the label column's ClassLabel feature, which this data set "
+            "lacks (webdataset `.cls` labels are plain integers): write the shards with a ClassLabel label column "
+            "(parquet saved by `datasets` keeps it), or leave streaming off."
+        )
+    labels = None if isinstance(train_data, ShardedStream) else _label_values(train_data)
     num_labels = len(names) if names is not None else int(labels.max()) + 1
-    if int(labels.min()) < 0 or int(labels.max()) >= num_labels:
+    if labels is not None and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
         raise ValueError(
             f"Training labels span [{int(labels.min())}, {int(labels.max())}] but the data names {num_labels} classes."
         )
@@ -60,14 +72,13 @@ def label_names_for(train_data, eval_data=None) -> dict[int, str]:
     return {i: (names[i] if names is not None else str(i)) for i in range(num_labels)}
 
 
-def _source_image_size(model_args: ModelArguments) -> int | None:
+def _source_image_size(model_args: ModelArguments) -> int | list[int] | None:
+    """The starting checkpoint's resolution, from its config (None from scratch)."""
     if model_args.from_scratch:
         return None
     source = model_args.model_name_or_path
     check_checkpoint_exists(source)
-    config = AutoConfig.from_pretrained(source)
-    size = getattr(config, "image_size", None)
-    return int(size[0] if isinstance(size, (list, tuple)) else size) if size is not None else None
+    return getattr(AutoConfig.from_pretrained(source), "image_size", None)
 
 
 def _training_and_validation(data_args: DataArguments, training_args: AdversarialTrainingArguments, train_data):
@@ -81,10 +92,10 @@ def _training_and_validation(data_args: DataArguments, training_args: Adversaria
             train_data, data_args.validation_split_size, seed=data_args.validation_split_seed
         )
         logger.info(
-            "Validating on %d images held out of the training split (seed %d); training on the other %d.",
+            "Validating on %d images held out of the training split (seed %d); training on the %s.",
             len(validation),
             data_args.validation_split_seed,
-            len(train_data),
+            "rest of the stream" if data_args.streaming else f"other {len(train_data)}",
         )
         return train_data, validation
     if training_args.eval_strategy == "no" and not training_args.do_eval:
@@ -114,10 +125,12 @@ def run_finetuning(
 ) -> dict[str, Any]:
     """Finetune adversarially, save a stock classifier to `output_dir`, return train + eval metrics."""
     set_seed(training_args.seed)
-    source_size = _source_image_size(model_args)
-    image_size = data_args.image_size or source_size or 32
+    image_size = data_args.resolve_image_size(_source_image_size(model_args))
 
-    train_data = data_args.load(data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples)
+    if data_args.streaming:
+        train_data = data_args.training_stream(require_labels=True, max_steps=training_args.max_steps)
+    else:
+        train_data = data_args.load(data_args.train_split, require_labels=True, max_samples=data_args.max_train_samples)
     train_data, eval_data = _training_and_validation(data_args, training_args, train_data)
     id2label = label_names_for(train_data, eval_data)
 

@@ -12,9 +12,8 @@ What it changes in the stock Trainer:
   loss at the attack's output, as in their training loop. λ and the CutMix box are drawn on the
   host from a NumPy generator seeded by (seed, process, optimizer step, micro-batch): no device
   read-back, reproducible, and resumed runs draw what an uninterrupted run would have drawn.
-- the loss is a per-micro-batch mean and the Trainer divides it by the accumulation steps:
-  ViT declares that it accepts loss kwargs, which would otherwise make transformers 5.x skip that
-  division and double the update at `gradient_accumulation_steps=2`.
+- the loss is a per-micro-batch mean and the Trainer divides it by the accumulation steps
+  (`MicroBatchMeanLossMixin`, shared with the pretraining trainer).
 - `create_optimizer` builds layer-wise-lr-decay parameter groups (`optim.py`).
 - clean and adversarial training accuracies are counted on the device in `compute_loss` and read
   back only in `log()` (under Mixup/CutMix against the dominant class of each soft target, its
@@ -38,11 +37,19 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..attacks import apgd, cross_entropy_objective, kl_objective, pgd, preserve_mode
-from ..training import CheckedCollator, ConvertedCheckpointMixin, check_labels, refuse_fp16_attacks, refuse_trainer_push
+from ..training import (
+    CheckedCollator,
+    ConvertedCheckpointMixin,
+    MicroBatchMeanLossMixin,
+    check_batch_labels,
+    refuse_fp16_attacks,
+    refuse_trainer_push,
+)
 from ..training.ema import WeightEMACallback
 from ..training.progress import log_friendly_progress
 from ..training.sample_seeds import SeededSamplesMixin
 from ..training.sampling import MixedSamplingMixin
+from ..training.streaming import StreamingMixin
 from .arguments import AdversarialTrainingArguments
 from .drop_path import add_drop_path
 from .losses import mart_loss, pgd_at_loss, plain_loss, soft_target_cross_entropy, trades_loss
@@ -54,7 +61,7 @@ __all__ = ["AdversarialTrainer"]
 logger = logging.get_logger(__name__)
 
 
-class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
+class AdversarialTrainer(StreamingMixin, SeededSamplesMixin, MicroBatchMeanLossMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """A `Trainer` for adversarial finetuning of an image classifier in pixel space [0, 1].
 
     The batches must hold `pixel_values` (B, 3, H, W) in [0, 1] (never mean/std normalised) and
@@ -62,10 +69,6 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
     `.logits`; in MIMIR it is the stock classifier built by `mae_to_classifier` (a mean-pooled
     `BeitForImageClassification` by default).
     """
-
-    # The loss returned by compute_loss is a mean over the micro-batch: let training_step divide it
-    # by the accumulation steps (transformers >= 5.x reads this attribute; see also __init__).
-    loss_is_scaled_for_ga = False
 
     def __init__(self, model: nn.Module | None = None, args: AdversarialTrainingArguments | None = None, **kwargs: Any):
         if args is None:
@@ -86,9 +89,6 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
             num_channels=getattr(config, "num_channels", None),
             num_labels=getattr(config, "num_labels", None),
         )
-        # We compute the loss ourselves and never pass `num_items_in_batch` to the model; without this the
-        # Trainer treats the loss as already normalised over the accumulated batch (ViT accepts loss kwargs).
-        self.model_accepts_loss_kwargs = False
         logger.info(args.learning_rate_rule())
         self._drop_path_handles = self._install_drop_path(self.model, args.drop_path_rate)
         self._train_counts: torch.Tensor | None = None  # on the device: clean correct, adversarial correct, samples
@@ -172,7 +172,10 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
         return self.optimizer
 
     def _get_learning_rate(self) -> float:
-        """The largest group lr (the head's), not the first group's (the embeddings' decayed lr)."""
+        """The largest group lr (the head's), not the first group's (the embeddings' decayed lr).
+
+        A private `Trainer` hook, the one it logs `learning_rate` from (canary in tests/test_transformers_canaries.py).
+        """
         if self.is_deepspeed_enabled or self.optimizer is None:
             return super()._get_learning_rate()
         return max(float(group["lr"]) for group in self.optimizer.param_groups)
@@ -205,11 +208,6 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
             objective, pixel_values, model=model, check_inputs=False, freeze_parameters=self._freeze_during_attack, **budget
         )
 
-    @staticmethod
-    def _check_labels(labels: torch.Tensor | None, num_classes: int) -> torch.Tensor:
-        check_labels(labels, num_classes)
-        return labels
-
     def compute_loss(
         self,
         model: nn.Module,
@@ -222,7 +220,7 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
         labels = inputs.get("labels")
         if not model.training:  # evaluation: clean loss, robust accuracy is measured in prediction_step
             outputs = model(pixel_values=pixel_values)
-            labels = self._check_labels(labels, outputs.logits.shape[-1])
+            check_batch_labels(labels, outputs.logits.shape[-1])
             loss = F.cross_entropy(outputs.logits.float(), labels)
             return (loss, outputs) if return_outputs else loss
 
@@ -349,7 +347,7 @@ class AdversarialTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckp
 
     def _robust_correct(self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor) -> torch.Tensor:
         args = self.args
-        pixel_values = self._prepare_inputs(inputs)["pixel_values"]
+        pixel_values = self._prepare_inputs(inputs)["pixel_values"]  # private Trainer API, canary-tested
         unwrapped, logits_fn = self._logits_fn(model)
         with self.compute_loss_context_manager():
             adversarial = pgd(  # the core runs its gradients under torch.enable_grad()

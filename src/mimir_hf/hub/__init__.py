@@ -2,7 +2,8 @@
 
 - `build_model_card` / `render_model_card` / `write_model_card` / `validate_model_card` (offline);
 - `publish_checkpoint` pushes weights, config, image processor, card, `robustness.json` and the
-  AutoAttack log in a single commit; it refuses a classifier without evaluation results.
+  AutoAttack log in a single commit; it refuses a classifier without evaluation results, or with a
+  report that measured other weights (the report's weights fingerprint).
 
 `huggingface_hub` reads `HF_ENDPOINT` when it is first imported: set it before importing this
 module (or pass `endpoint=` to `publish_checkpoint`).
@@ -19,7 +20,12 @@ from .cards import (
 )
 from .recipe_configs import load_recipe_config, redact_config
 from .publish import PublishError, PublishResult, files_to_publish, publish_checkpoint
-from .robustness_results import InvalidReportError, MissingEvaluationError, check_classifier_report, load_robustness_report
+from .robustness_results import (
+    InvalidReportError,
+    MissingEvaluationError,
+    check_classifier_report,
+    load_classifier_report,
+)
 
 __all__ = [
     "CITATION_BIBTEX",
@@ -31,8 +37,8 @@ __all__ = [
     "build_model_card",
     "check_classifier_report",
     "files_to_publish",
+    "load_classifier_report",
     "load_recipe_config",
-    "load_robustness_report",
     "publish_checkpoint",
     "redact_config",
     "render_model_card",

@@ -18,14 +18,13 @@ from typing import Any
 
 import yaml
 
-__all__ = ["uses_additional_data"]
+from ..artefacts import CONVERSION_RECORD, RECIPE_CONFIG
 
-_CONVERSION_RECORD = "conversion.json"
-_RECIPE_CONFIG = "recipe_config.yaml"
+__all__ = ["uses_additional_data"]
 
 
 def _recipe(folder: Path) -> dict[str, Any] | None:
-    path = folder / _RECIPE_CONFIG
+    path = folder / RECIPE_CONFIG
     if not path.is_file():
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -35,7 +34,7 @@ def _recipe(folder: Path) -> dict[str, Any] | None:
 def _folder_says_so(folder: Path, training_config: dict[str, Any] | None) -> bool:
     if training_config and training_config.get("generated_data"):
         return True
-    record = folder / _CONVERSION_RECORD
+    record = folder / CONVERSION_RECORD
     if record.is_file():
         try:
             return bool(json.loads(record.read_text(encoding="utf-8")).get("additional_data"))

@@ -11,30 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from ..artefacts import MODEL_CONFIG_FILE, RECIPE_CONFIG, is_hub_id
+from ..evaluation.attack_specs import format_epsilon
+from ..evaluation.robustness_report import RobustnessReport
 from .additional_data import uses_additional_data
 from .card_results import eval_results, percent, result_rows
-from .recipe_configs import (
-    RECIPE_CONFIG,
-    chosen_settings,
-    config_extras,
-    load_recipe_config,
-    redact_config,
-    stage_one_settings,
-)
-from .robustness_results import (
-    REPORT_FILENAME,
-    check_classifier_report,
-    format_epsilon,
-    is_sweep_entry,
-    load_robustness_report,
-    pgd_steps,
-)
+from ..training.runs import RecipeConfig
+from .recipe_configs import chosen_settings, config_extras, load_recipe_config, stage_one_settings
+from .robustness_results import check_classifier_report, load_classifier_report
 
 __all__ = [
     "CardKind",
@@ -59,8 +48,6 @@ CITATION_BIBTEX = """@article{xu2023mimir,
   year    = {2023},
   url     = {https://arxiv.org/abs/2312.04960}
 }"""
-# ViT sizes used by MIMIR (hidden, layers, heads) -> name.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _UNRENDERED = re.compile(r"\{\{[^{}]*\}\}|\{%.*?%\}|\{#.*?#\}")
 
 
@@ -79,10 +66,6 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {str(path)!r}.")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _looks_like_hub_id(value: Any) -> bool:
-    return isinstance(value, str) and _HUB_ID.fullmatch(value) is not None and not Path(value).exists()
 
 
 def stock_classes(model_type: str, kind: CardKind) -> tuple[str, str]:
@@ -154,15 +137,6 @@ def _labels_preview(config: dict[str, Any], limit: int = 10) -> str:
     return shown + (f", … ({len(labels)} in total)" if len(labels) > limit else "")
 
 
-@dataclass
-class _CardInputs:
-    kind: CardKind
-    config: dict[str, Any]
-    report: dict[str, Any] | None
-    training_config: dict[str, Any] | None
-    evaluation_config: dict[str, Any] | None
-
-
 def _find_epsilon(*sources: tuple[str, dict[str, Any] | None]) -> dict[str, Any] | None:
     for source, data in sources:
         for key, value in (data or {}).items():
@@ -171,12 +145,105 @@ def _find_epsilon(*sources: tuple[str, dict[str, Any] | None]) -> dict[str, Any]
     return None
 
 
+def _model_size(shown: dict[str, Any], arch: dict[str, Any]) -> dict[str, Any]:
+    """The recipe records the preset it started from (`model_size: vit-t`) even when explicit dimensions
+    replaced it; the card says what the model is: the preset only when the architecture is that preset."""
+    preset = shown.get("model_size")
+    if not isinstance(preset, str) or (arch["size_name"] or "").lower() == preset.lower():
+        return shown
+    dimensions = (f"hidden size {arch['hidden_size']}, {arch['num_hidden_layers']} layers, "
+                  f"{arch['num_attention_heads']} heads")
+    return {**shown, "model_size": f"custom ({dimensions}; not the {preset} preset)"}
+
+
+def _run_context(kind: CardKind, arch: dict[str, Any], config: dict[str, Any], training: RecipeConfig | None,
+                 evaluation: RecipeConfig | None) -> dict[str, Any]:
+    """What the card shows of how the model was made: MIMIR's settings in config.json, the options the training
+    (and the evaluation) chose, the stage-1 settings of the pretraining checkpoint, a pretraining's budget."""
+    extras = config_extras(config)
+    training_config = training.arguments if training else None
+    shown_config, filtered = chosen_settings(training) if training else (None, False)
+    shown_evaluation, evaluation_filtered = chosen_settings(evaluation) if evaluation else (None, False)
+    start = (training_config or {}).get("model_name_or_path")
+    settings = stage_one_settings(training_config)
+    return {
+        "mimir_settings": _dump_yaml(extras) if extras else "",
+        "training_config": _dump_yaml(_model_size(shown_config, arch)) if shown_config else "",
+        "training_config_filtered": filtered,
+        "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
+        "evaluation_config_filtered": evaluation_filtered,
+        "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
+        "stage_one_settings": _dump_yaml(settings) if settings else "",
+        "epsilon": _find_epsilon((MODEL_CONFIG_FILE, extras), (RECIPE_CONFIG, training_config)) if kind == "pretraining" else None,
+    }
+
+
+def _classifier_context(report: RobustnessReport, report_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """What the classifier template shows of the report: threat model, results, sweep, worst case, checks."""
+    threat = report.threat_model
+    rows, sweep = result_rows(report)
+    worst = report.worst_case
+
+    def beside(name: str | None) -> str | None:  # an evaluation file the card links, if it is there
+        return name if name and (report_dir / name).is_file() else None
+
+    return {
+        "report": {"dataset": report.dataset, "split": report.split, "num_samples": report.num_samples,
+                   "seed": report.seed},
+        "threat": {"norm": threat.norm, "epsilon": threat.epsilon, "input_range": list(threat.input_range),
+                   "normalization": threat.normalization, "norm_display": threat.norm_display,
+                   "epsilon_display": threat.epsilon_text},
+        "results": rows,
+        "sweep": sweep,
+        "worst_case": {"attacks": worst.attacks, "accuracy": worst.accuracy, "accuracy_pct": percent(worst.accuracy)},
+        "checks": report.checks,
+        "failed_checks": report.failed_checks,
+        "versions": report.versions,
+        "autoattack_log": beside(report.autoattack_log),
+        "curve_file": beside(report.curve_file),
+        "labels_preview": _labels_preview(config),
+    }
+
+
+def _evaluation(
+    folder: Path, report: str | Path | RobustnessReport | None, secrets: tuple[str, ...]
+) -> tuple[RobustnessReport, Path, RecipeConfig | None]:
+    """A classifier's report (checked to back a claim), the folder its files are in, and the evaluation's
+    recipe config when it ran elsewhere than the checkpoint's folder."""
+    if isinstance(report, RobustnessReport):
+        check_classifier_report(report)
+        loaded, report_dir = report, folder
+    else:
+        loaded, path = load_classifier_report(report if report is not None else folder)
+        report_dir = path.parent
+    same = report_dir.resolve() == folder.resolve()
+    return loaded, report_dir, None if same else load_recipe_config(report_dir, secrets)
+
+
+def _card_data(kind: CardKind, license: str, dataset_id: str | None, base_model: str | None,  # noqa: A002
+               model_name: str, report: RobustnessReport | None):
+    """The card's metadata block: tags, license, data set, base model and the `model-index` from the report."""
+    from huggingface_hub import ModelCardData
+
+    tags = list(REQUIRED_TAGS) + (["image-classification"] if kind == "classifier" else ["masked-image-modeling"])
+    return ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[kind],
+        tags=tags,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model if kind == "classifier" else None,
+        model_name=model_name if kind == "classifier" else None,
+        eval_results=eval_results(report, dataset_id) if report else None,
+    )
+
+
 def build_model_card(
     folder: str | Path,
     *,
     kind: CardKind = "classifier",
     repo_id: str | None = None,
-    report: str | Path | dict[str, Any] | None = None,
+    report: str | Path | RobustnessReport | None = None,
     base_model: str | None = None,
     dataset_id: str | None = None,
     license: str = DEFAULT_LICENSE,  # noqa: A002 - the Hub's metadata key
@@ -189,8 +256,9 @@ def build_model_card(
         folder: a `save_pretrained` directory (config.json, weights, image processor, recipe_config.yaml).
         kind: "classifier" (needs the evaluation report) or "pretraining".
         repo_id: the Hub repo the card will live in (used in the snippets and as the model-index name).
-        report: the `robustness.json` (path, its directory, or the loaded dict); default
-            `<folder>/robustness.json`. Required for a classifier.
+        report: the evaluation's `robustness.json` (or its folder), or a loaded `RobustnessReport` (its
+            evaluation files are then looked for in `folder`); default `<folder>/robustness.json`.
+            Required for a classifier.
         base_model: Hub id of the pretraining checkpoint a classifier was finetuned from (the recipe
             config usually names a local directory, which cannot be told from a Hub id, so it is not guessed).
         dataset_id: Hub dataset id for the `datasets` metadata; default: the report's/recipe's dataset
@@ -202,48 +270,30 @@ def build_model_card(
     Raises:
         MissingEvaluationError: a classifier without a report holding clean, PGD and AutoAttack entries.
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from .._version import __version__
 
     folder = Path(folder)
     if kind not in PIPELINE_TAGS:
         raise ValueError(f"kind must be 'classifier' or 'pretraining', got {kind!r}.")
-    config = _read_json(folder / "config.json", "config.json")
-    training_config = load_recipe_config(folder, secrets)
+    config = _read_json(folder / MODEL_CONFIG_FILE, MODEL_CONFIG_FILE)
+    training_record = load_recipe_config(folder, secrets)
+    training_config = training_record.arguments if training_record else None
 
-    loaded_report = None
-    evaluation_config = None
+    loaded_report, report_dir, evaluation_record = None, folder, None
     if kind == "classifier":
-        loaded_report = report if isinstance(report, dict) else load_robustness_report(report or folder / REPORT_FILENAME)
-        check_classifier_report(loaded_report)
-        report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
-        if report_dir.resolve() != folder.resolve():
-            evaluation_config = load_recipe_config(report_dir, secrets)
+        loaded_report, report_dir, evaluation_record = _evaluation(folder, report, secrets)
 
-    dataset_source = (loaded_report or {}).get("dataset") or (training_config or {}).get("dataset")
-    if dataset_id is None and _looks_like_hub_id(dataset_source):
+    dataset_source = loaded_report.dataset if loaded_report else (training_config or {}).get("dataset")
+    if dataset_id is None and is_hub_id(dataset_source):
         dataset_id = dataset_source
     model_name = (repo_id or folder.resolve().name).split("/")[-1]
-    tags = list(REQUIRED_TAGS) + (["image-classification"] if kind == "classifier" else ["masked-image-modeling"])
-    card_data = ModelCardData(
-        license=license,
-        library_name="transformers",
-        pipeline_tag=PIPELINE_TAGS[kind],
-        tags=tags,
-        datasets=[dataset_id] if dataset_id else None,
-        base_model=base_model if kind == "classifier" else None,
-        model_name=model_name if kind == "classifier" else None,
-        eval_results=eval_results(loaded_report, dataset_id) if loaded_report else None,
-    )
+    card_data = _card_data(kind, license, dataset_id, base_model, model_name, loaded_report)
     if uses_additional_data(folder, training_config):  # RobustBench's flag; see hub/additional_data.py
         card_data.additional_data = True
 
     arch = _architecture(config, kind)
-    extras = config_extras(config)
-    shown_config, filtered = chosen_settings(training_config, kind) if training_config else (None, False)
-    shown_evaluation, _ = chosen_settings(evaluation_config, "evaluation") if evaluation_config else (None, False)
-    start = (training_config or {}).get("model_name_or_path")
     context: dict[str, Any] = {
         "title": f"MIMIR {arch['size_name'] or 'ViT'} — {'robust classifier' if kind == 'classifier' else 'adversarial MAE pretraining'}"
         + (f" ({model_name})" if model_name else ""),
@@ -251,54 +301,13 @@ def build_model_card(
         "model_name": model_name,
         "arch": arch,
         "base_model": base_model,
-        "mimir_settings": _dump_yaml(extras) if extras else "",
-        "training_config": _dump_yaml(shown_config) if shown_config else "",
-        "training_config_filtered": filtered,
-        "evaluation_config": _dump_yaml(shown_evaluation) if shown_evaluation else "",
-        "from_scratch": kind == "classifier" and isinstance(start, str) and start.strip().lower() == "scratch",
-        "stage_one_settings": _dump_yaml(settings) if (settings := stage_one_settings(training_config)) else "",
         "citation": CITATION_BIBTEX,
         "mimir_hf_version": __version__,
         "dataset": dataset_source,
+        **_run_context(kind, arch, config, training_record, evaluation_record),
     }
-    if kind == "pretraining":
-        context["epsilon"] = _find_epsilon(("config.json", extras), (RECIPE_CONFIG, training_config))
-    else:
-        assert loaded_report is not None
-        threat = dict(loaded_report["threat_model"])
-        threat.setdefault("norm", "Linf")
-        threat.setdefault("input_range", [0.0, 1.0])
-        threat.setdefault("normalization", "none")
-        threat["norm_display"] = "L∞" if str(threat["norm"]).lower() in ("linf", "l_inf", "l∞") else threat["norm"]
-        threat["epsilon_display"] = format_epsilon(float(threat["epsilon"]), str(threat["norm"]))
-        rows, sweep = result_rows(loaded_report)
-        worst = loaded_report.get("worst_case")
-        if isinstance(worst, dict) and isinstance(worst.get("accuracy"), (int, float)):
-            worst = {**worst, "attacks": worst.get("attacks") or [], "accuracy_pct": percent(worst["accuracy"])}
-        else:
-            worst = None
-        checks = [c for c in loaded_report.get("checks") or [] if isinstance(c, dict)]
-        autoattack_log = loaded_report.get("autoattack_log")
-        report_dir = Path(loaded_report.get("_path", folder / REPORT_FILENAME)).parent
-        curve = loaded_report.get("curve_file")
-        context.update(
-            report={
-                "dataset": loaded_report.get("dataset", "?"),
-                "split": loaded_report.get("split", "?"),
-                "num_samples": loaded_report.get("num_samples", 0),
-                "seed": loaded_report.get("seed", "?"),
-            },
-            threat=threat,
-            results=rows,
-            sweep=sweep,
-            worst_case=worst,
-            checks=checks,
-            failed_checks=[c for c in checks if not c.get("passed", False)],
-            versions=loaded_report.get("versions") or {},
-            autoattack_log=autoattack_log if autoattack_log and (report_dir / autoattack_log).is_file() else None,
-            curve_file=curve if curve and (report_dir / curve).is_file() else None,
-            labels_preview=_labels_preview(config),
-        )
+    if loaded_report is not None:
+        context.update(_classifier_context(loaded_report, report_dir, config))
 
     source = Path(template) if template is not None else template_path(kind)
     card = ModelCard.from_template(card_data, template_path=str(source), **context)
@@ -324,7 +333,7 @@ def validate_model_card(
     text: str,
     *,
     kind: CardKind = "classifier",
-    report: dict[str, Any] | None = None,
+    report: RobustnessReport | None = None,
     base_model: str | None = None,
 ):
     """Parse a card back and check its metadata; returns the parsed `ModelCard`.
@@ -358,32 +367,30 @@ def validate_model_card(
     if base_model is not None and data.base_model != base_model:
         problems.append(f"base_model is {data.base_model!r}, expected {base_model!r}")
     if kind == "classifier":
-        results = {r.metric_config: r for r in data.eval_results or []}
-        needed = ["clean", "autoattack"]
-        pgd = sorted((n for n in results if n and pgd_steps(n) is not None), key=pgd_steps)
-        if not pgd:
-            problems.append("no PGD result in model-index")
-        for name in needed:
-            if name not in results:
-                problems.append(f"no {name!r} result in model-index")
-        if report is not None:
-            for name, entry in report["attacks"].items():
-                if is_sweep_entry(name):
-                    continue
-                result = results.get(name)
-                if result is None:
-                    problems.append(f"report entry {name!r} is missing from model-index")
-                    continue
-                if result.metric_value != entry["accuracy"]:
-                    problems.append(f"{name}: card says {result.metric_value!r}, report says {entry['accuracy']!r}")
-                if name != "clean":
-                    card_eps = (result.metric_args or {}).get("epsilon")
-                    report_eps = entry.get("epsilon", report["threat_model"]["epsilon"])
-                    if card_eps != report_eps:
-                        problems.append(f"{name}: card ε {card_eps!r} differs from the report's {report_eps!r}")
-            for name in ("autoattack", *pgd):
-                if name in results and "library_version" not in (results[name].metric_args or {}) and report["attacks"].get(name, {}).get("library_version"):
-                    problems.append(f"{name}: the attack library's version is missing")
+        problems += _results_problems({r.metric_config: r for r in data.eval_results or []}, report)
     if problems:
         raise ValueError("Invalid model card: " + "; ".join(problems) + ".")
     return card
+
+
+def _results_problems(results: dict[str, Any], report: RobustnessReport | None) -> list[str]:
+    """A classifier card's model-index: clean, PGD and AutoAttack present, and (given the report) every headline
+    attack of the report with its value, ε and attack library's version."""
+    problems = []
+    pgd = [name for name, r in results.items() if (r.metric_args or {}).get("attack") == "pgd"]
+    if not pgd:
+        problems.append("no PGD result in model-index")
+    problems += [f"no {name!r} result in model-index" for name in ("clean", "autoattack") if name not in results]
+    for name, record in (report.headline_attacks if report is not None else {}).items():
+        result = results.get(name)
+        if result is None:
+            problems.append(f"report entry {name!r} is missing from model-index")
+            continue
+        if result.metric_value != record.accuracy:
+            problems.append(f"{name}: card says {result.metric_value!r}, report says {record.accuracy!r}")
+        args = result.metric_args or {}
+        if record.kind != "clean" and args.get("epsilon") != record.epsilon:
+            problems.append(f"{name}: card ε {args.get('epsilon')!r} differs from the report's {record.epsilon!r}")
+        if name in ("autoattack", *pgd) and record.library_version and "library_version" not in args:
+            problems.append(f"{name}: the attack library's version is missing")
+    return problems

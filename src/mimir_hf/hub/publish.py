@@ -14,19 +14,24 @@ never logged; errors are re-raised as `PublishError` with the token scrubbed fro
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..artefacts import (
+    IMAGE_PROCESSOR_FILE,
+    MODEL_CONFIG_FILE,
+    RECIPE_CONFIG,
+    REPORT_FILE,
+    REPORT_TABLE_FILE,
+)
+from ..evaluation.robustness_report import RobustnessReport
 from .cards import CardKind, build_model_card
-from .recipe_configs import RECIPE_CONFIG, load_recipe_config
 from .eval_results import EVAL_RESULTS_DIR, eval_result_files
-from .robustness_results import REPORT_FILENAME, MissingEvaluationError, check_classifier_report, load_robustness_report
+from .recipe_configs import load_recipe_config
+from .robustness_results import load_classifier_report
 
 __all__ = ["PublishError", "PublishResult", "files_to_publish", "publish_checkpoint", "stock_config_json"]
 
@@ -35,8 +40,6 @@ logger = logging.getLogger(__name__)
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json")
 # Files generated from the report: one that a new report no longer produces is removed in the same commit.
 GENERATED_PATTERNS = (f"{EVAL_RESULTS_DIR}/*.yaml",)
-IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
-EVALUATION_TABLE = "robustness_table.txt"
 
 
 class PublishError(RuntimeError):
@@ -61,21 +64,13 @@ def _redact(text: str, token: str | None) -> str:
     return text
 
 
-def _sha256_of(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(path.name.encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
 def _check_checkpoint(folder: Path, kind: CardKind) -> dict[str, Any]:
     """Refuse what stock transformers could not load, or what breaks the [0, 1] threat model."""
     if not folder.is_dir():
         raise PublishError(f"Checkpoint directory {str(folder)!r} does not exist.")
-    config_path = folder / "config.json"
+    config_path = folder / MODEL_CONFIG_FILE
     if not config_path.is_file():
-        raise PublishError(f"{str(folder)!r} has no config.json; is it a save_pretrained directory?")
+        raise PublishError(f"{str(folder)!r} has no {MODEL_CONFIG_FILE}; is it a save_pretrained directory?")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if "auto_map" in config:
         raise PublishError("config.json has an 'auto_map': the model would need trust_remote_code. Save a stock model.")
@@ -154,7 +149,7 @@ def stock_config_json(folder: str | Path, kind: CardKind) -> bytes | None:
 
     from .cards import stock_classes
 
-    path = Path(folder) / "config.json"
+    path = Path(folder) / MODEL_CONFIG_FILE
     config = json.loads(path.read_text(encoding="utf-8"))
     stock, _ = stock_classes(config.get("model_type", ""), kind)
     architectures = config.get("architectures") or []
@@ -164,23 +159,19 @@ def stock_config_json(folder: str | Path, kind: CardKind) -> bytes | None:
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def _check_report_matches(folder: Path, report: dict[str, Any]) -> None:
-    """A report about another checkpoint must not end up on this one's card."""
-    model = report.get("model")
-    if not isinstance(model, str) or not model:
-        return
-    evaluated = Path(model)
-    if not evaluated.is_dir():
-        return  # a Hub id or a path from another machine: nothing to compare locally
-    if evaluated.resolve() == folder.resolve():
-        return
-    ours, theirs = sorted(folder.glob("*.safetensors")), sorted(evaluated.glob("*.safetensors"))
-    if theirs and [p.name for p in ours] == [p.name for p in theirs] and _sha256_of(ours) == _sha256_of(theirs):
-        return
-    raise PublishError(
-        f"{report.get('_path', REPORT_FILENAME)} evaluated {model!r}, whose weights differ from those in "
-        f"{str(folder)!r}; evaluate this checkpoint (or pass the matching report)."
-    )
+def _check_report_matches(folder: Path, report: RobustnessReport, source: Path) -> None:
+    """The report must have measured exactly the weights being published: a checkpoint retrained or edited in
+    place keeps its path, and its card must not keep its predecessor's numbers."""
+    from ..evaluation.loading import load_classifier, weights_fingerprint
+
+    again = f"evaluate this checkpoint (recipes/evaluate.py --model_name_or_path {folder}) and publish with that report"
+    if report.weights_fingerprint is None:
+        raise PublishError(f"{source} records no fingerprint of the weights it measured (written by an older mimir_hf), "
+                           f"so nothing shows its numbers are about {str(folder)!r}; {again}.")
+    wrapper, _, _ = load_classifier(str(folder), device="cpu")
+    if weights_fingerprint(wrapper) != report.weights_fingerprint:
+        raise PublishError(f"{source} measured other weights than those in {str(folder)!r} (retrained or changed since "
+                           f"the evaluation?); {again}.")
 
 
 def files_to_publish(
@@ -189,7 +180,8 @@ def files_to_publish(
     """The local files that go into the commit, by path in the repo (the card excluded).
 
     Raises:
-        PublishError: the checkpoint is not publishable (see `_check_checkpoint`).
+        PublishError: the checkpoint is not publishable (see `_check_checkpoint`), or the report measured
+            other weights.
         MissingEvaluationError: a classifier without a usable `robustness.json`.
     """
     folder = Path(folder)
@@ -198,24 +190,21 @@ def files_to_publish(
     for pattern in WEIGHT_PATTERNS:
         for path in sorted(folder.glob(pattern)):
             files[path.name] = path
-    files["config.json"] = folder / "config.json"
+    files[MODEL_CONFIG_FILE] = folder / MODEL_CONFIG_FILE
     files[IMAGE_PROCESSOR_FILE] = folder / IMAGE_PROCESSOR_FILE
     if kind == "classifier":
-        report_path = Path(report) if report is not None else folder / REPORT_FILENAME
-        loaded = load_robustness_report(report_path)
-        check_classifier_report(loaded)
-        _check_report_matches(folder, loaded)
-        report_file = Path(loaded["_path"])
-        files[REPORT_FILENAME] = report_file
-        log_name = loaded.get("autoattack_log")
-        if log_name:
-            log_path = report_file.parent / log_name
+        loaded, report_file = load_classifier_report(report if report is not None else folder)
+        _check_report_matches(folder, loaded, report_file)
+        files[REPORT_FILE] = report_file
+        if loaded.autoattack_log:
+            log_path = report_file.parent / loaded.autoattack_log
             if not log_path.is_file():
-                raise PublishError(f"{report_file} names the AutoAttack log {log_name!r}, but {str(log_path)!r} does not exist.")
-            files[Path(log_name).name] = log_path
+                raise PublishError(f"{report_file} names the AutoAttack log {loaded.autoattack_log!r}, but "
+                                   f"{str(log_path)!r} does not exist.")
+            files[Path(loaded.autoattack_log).name] = log_path
         # The rest of the evaluation, where it was written: the picture the card shows, every image's
         # outcome (so anyone can re-check the numbers image by image) and the printed table.
-        for name in (loaded.get("curve_file"), loaded.get("per_sample_file"), EVALUATION_TABLE):
+        for name in (loaded.curve_file, loaded.per_sample_file, REPORT_TABLE_FILE):
             if name and (report_file.parent / name).is_file():
                 files[Path(name).name] = report_file.parent / name
     return files
@@ -262,47 +251,21 @@ def publish_checkpoint(
     """
     folder = Path(folder)
     files = files_to_publish(folder, kind=kind, report=report)
-    report_path = files.get(REPORT_FILENAME)
+    report_path = files.get(REPORT_FILE)
 
     if not dry_run:
-        from huggingface_hub import get_token
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(repo_id)
-        except HFValidationError as error:
-            raise PublishError(f"Invalid repo id {repo_id!r}: {error}") from None
-        token = token or get_token()
-        if not token:
-            raise PublishError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...).")
+        token = _token_for(repo_id, token)
     secrets = (token,) if token else ()
 
-    card = build_model_card(
-        folder,
-        kind=kind,
-        repo_id=repo_id,
-        report=report_path,
-        base_model=base_model,
-        dataset_id=dataset_id,
-        license=license,
-        template=template,
-        secrets=secrets,
-    )
-    card_text = str(card)
-    uploads: dict[str, bytes | Path] = dict(files)
-    uploads["README.md"] = card_text.encode("utf-8")
-    config_bytes = stock_config_json(folder, kind)
-    if config_bytes is not None:
-        uploads["config.json"] = config_bytes
-    recipe = load_recipe_config(folder, secrets)
-    if recipe is not None:
-        uploads[RECIPE_CONFIG] = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True).encode("utf-8")
+    card_text = str(build_model_card(folder, kind=kind, repo_id=repo_id, report=report_path, base_model=base_model,
+                                      dataset_id=dataset_id, license=license, template=template, secrets=secrets))
+    uploads = _uploads(folder, files, card_text, kind, secrets)
     if report_path is not None:
         # the Hub's per-model results, from the same report as the card's model-index
         from huggingface_hub import constants
 
-        source = f"{(endpoint or constants.ENDPOINT).rstrip('/')}/{repo_id}/blob/main/{REPORT_FILENAME}"
-        evals = eval_result_files(load_robustness_report(report_path), dataset_id=dataset_id, source_url=source)
+        source = f"{(endpoint or constants.ENDPOINT).rstrip('/')}/{repo_id}/blob/main/{REPORT_FILE}"
+        evals = eval_result_files(RobustnessReport.load(report_path), dataset_id=dataset_id, source_url=source)
         if not evals:
             logger.info("No .eval_results files: the report's dataset is not a Hub dataset id (pass dataset_id).")
         uploads.update(evals)
@@ -311,7 +274,6 @@ def publish_checkpoint(
         target = Path(card_path) if card_path is not None else folder / "README.md"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(card_text, encoding="utf-8")
-        logger.debug("Dry run: card written to %s; would push %s to %s.", target, sorted(uploads), repo_id)
         return PublishResult(repo_id, None, None, None, sorted(uploads), [], card_text, dry_run=True)
 
     try:
@@ -323,6 +285,35 @@ def publish_checkpoint(
         raise PublishError(
             f"Publishing {str(folder)!r} to {repo_id!r} failed: {type(error).__name__}: {_redact(str(error), token)}"
         ) from None
+
+
+def _token_for(repo_id: str, token: str | None) -> str:
+    """The token a push uses, after refusing an invalid repo id (before anything is uploaded)."""
+    from huggingface_hub import get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(f"Invalid repo id {repo_id!r}: {error}") from None
+    token = token or get_token()
+    if not token:
+        raise PublishError("No Hugging Face token: set HF_TOKEN or run `hf auth login` (or pass token=...).")
+    return token
+
+
+def _uploads(folder: Path, files: dict[str, Path], card_text: str, kind: CardKind,
+             secrets: tuple[str, ...]) -> dict[str, bytes | Path]:
+    """The commit's content: the files, the card, config.json naming a stock class, the recipe config without secrets."""
+    uploads: dict[str, bytes | Path] = dict(files)
+    uploads["README.md"] = card_text.encode("utf-8")
+    config_bytes = stock_config_json(folder, kind)
+    if config_bytes is not None:
+        uploads[MODEL_CONFIG_FILE] = config_bytes
+    recipe = load_recipe_config(folder, secrets)
+    if recipe is not None:
+        uploads[RECIPE_CONFIG] = recipe.to_yaml().encode("utf-8")
+    return uploads
 
 
 def _push(uploads, repo_id, *, kind, private, token, endpoint, commit_message, card_text) -> PublishResult:

@@ -1,19 +1,19 @@
 """What a card shows of how a model was made: the run's `recipe_config.yaml` with secrets removed,
-the options it chose (those that differ from the defaults, plus the essentials), and MIMIR's stage-1
-settings read from the pretraining checkpoint a classifier started from."""
+the options it chose (those that differ from the defaults of the argument classes the file names, plus
+the essentials), and MIMIR's stage-1 settings read from the pretraining checkpoint a classifier started from."""
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..artefacts import RECIPE_CONFIG
+from ..training.runs import RecipeConfig
 
 __all__ = [
-    "RECIPE_CONFIG",
     "chosen_settings",
     "config_extras",
     "load_recipe_config",
@@ -21,7 +21,6 @@ __all__ = [
     "stage_one_settings",
 ]
 
-RECIPE_CONFIG = "recipe_config.yaml"
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
 
 
@@ -41,15 +40,15 @@ def redact_config(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     return value
 
 
-def load_recipe_config(directory: str | Path, secrets: tuple[str, ...] = ()) -> dict[str, Any] | None:
+def load_recipe_config(directory: str | Path, secrets: tuple[str, ...] = ()) -> RecipeConfig | None:
     """`<directory>/recipe_config.yaml` with secrets removed, or None when the run did not write one."""
     path = Path(directory) / RECIPE_CONFIG
     if not path.is_file():
         return None
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{str(path)!r} must hold a mapping of option names to values.")
-    return redact_config(data, secrets)
+    record = RecipeConfig.load(path)
+    return dataclasses.replace(
+        record, arguments=redact_config(record.arguments, secrets), resolved=redact_config(record.resolved, secrets)
+    )
 
 
 def config_extras(config: dict[str, Any]) -> dict[str, Any]:
@@ -64,14 +63,6 @@ def config_extras(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in stock and k not in ignore}
 
 
-# The dataclasses each recipe writes into recipe_config.yaml, to tell the values a run chose from defaults.
-_RECIPE_ARGUMENTS = {
-    "pretraining": (("mimir_hf.pretraining.run", "PretrainModelArguments"), ("mimir_hf.data", "DataArguments"),
-                    ("mimir_hf.pretraining", "MimirTrainingArguments")),
-    "classifier": (("mimir_hf.finetuning", "ModelArguments"), ("mimir_hf.data", "DataArguments"),
-                   ("mimir_hf.finetuning", "AdversarialTrainingArguments")),
-    "evaluation": (("mimir_hf.evaluation", "EvaluationArguments"), ("mimir_hf.data", "DataArguments")),
-}
 # Shown even at their default: what a reader needs to know how the model was made.
 _ALWAYS_SHOWN = (
     "dataset", "model_name_or_path", "model_size", "image_size", "num_train_epochs", "max_steps",
@@ -82,26 +73,18 @@ _ALWAYS_SHOWN = (
 _STAGE_ONE_KEYS = ("mask_ratio", "norm_pix_loss")
 
 
-def _recipe_defaults(kind: str) -> dict[str, Any] | None:
-    """Every option's default as `recipe_config.yaml` would record it; None if the arguments cannot be built."""
-    from ..training.runs import recipe_config_dict
-
-    try:
-        instances = [getattr(importlib.import_module(module), name)() for module, name in _RECIPE_ARGUMENTS[kind]]
-    except Exception:  # noqa: BLE001 - an unbuildable default shows the whole config rather than a wrong subset
-        return None
-    return recipe_config_dict(*instances)
-
-
-def chosen_settings(config: dict[str, Any], kind: str) -> tuple[dict[str, Any], bool]:
-    """The options of a recipe config that differ from the defaults (plus the essentials), and whether it
-    was filtered. A card lists these; the full file travels next to it."""
-    defaults = _recipe_defaults(kind)
+def chosen_settings(record: RecipeConfig) -> tuple[dict[str, Any], bool]:
+    """The options of a recipe config that differ from the defaults of the argument classes it names (plus the
+    essentials), with the values resolved at run time, and whether it was filtered: a file that names no
+    argument classes (written before they were recorded, or by hand) is shown whole. A card lists these; the
+    full file travels next to it."""
+    ran = {key: record.resolved.get(key, value) for key, value in record.arguments.items()}
+    defaults = record.default_arguments()
     if defaults is None:
-        return config, False
+        return ran, False
     chosen = {
-        k: v for k, v in config.items()
-        if (k in _ALWAYS_SHOWN and v not in (None, -1)) or k not in defaults or defaults[k] != v
+        key: ran[key] for key, value in record.arguments.items()
+        if (key in _ALWAYS_SHOWN and ran[key] not in (None, -1)) or key not in defaults or defaults[key] != value
     }
     return chosen, True
 

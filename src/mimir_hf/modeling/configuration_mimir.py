@@ -10,6 +10,8 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import ViTMAEConfig
 
+from ..mutual_information.kernels import COMPUTE_DTYPES
+from ..mutual_information.penalty import ESTIMATORS, estimator_hyperparameters
 from ..validation import check_budget
 
 __all__ = [
@@ -23,33 +25,32 @@ __all__ = [
 
 ATTACK_TARGETS = ("adversarial", "clean")
 TRAINING_TARGETS = ("clean", "adversarial")
-MI_ESTIMATORS = ("hsic_cca", "hsic", "renyi")
-MI_COMPUTE_DTYPES = ("auto", "float64", "float32")
+MI_ESTIMATORS = tuple(ESTIMATORS)
+MI_COMPUTE_DTYPES = COMPUTE_DTYPES
 
 
 def check_method_settings(settings: object) -> None:
     """Raise a `ValueError` naming the field for an invalid MIMIR setting.
 
     The one check of the method's hyper-parameters, shared by `MimirConfig` (a loaded or built
-    model) and `MimirTrainingArguments` (a run), which carry the same fields.
+    model) and `MimirTrainingArguments` (a run), which carry the same fields. The estimator's settings
+    go through the penalty's own check (`mutual_information.estimator_hyperparameters`), so a value the
+    penalty would refuse fails here, not at the first forward pass.
     """
     if settings.attack_target not in ATTACK_TARGETS:
         raise ValueError(f"attack_target must be one of {ATTACK_TARGETS}, got {settings.attack_target!r}.")
     if settings.training_target not in TRAINING_TARGETS:
         raise ValueError(f"training_target must be one of {TRAINING_TARGETS}, got {settings.training_target!r}.")
-    if settings.mi_estimator not in MI_ESTIMATORS:
-        raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}, got {settings.mi_estimator!r}.")
-    if settings.mi_compute_dtype not in MI_COMPUTE_DTYPES:
-        raise ValueError(f"mi_compute_dtype must be one of {MI_COMPUTE_DTYPES}, got {settings.mi_compute_dtype!r}.")
+    estimator_hyperparameters(
+        settings.mi_estimator, sigma=settings.mi_sigma, epsilon=settings.mi_epsilon, alpha=settings.mi_alpha,
+        compute_dtype=settings.mi_compute_dtype, prefix="mi_",
+    )
     for name in ("attack_epsilon", "attack_step_size"):
         check_budget(getattr(settings, name), name)
-    for name in ("mi_weight", "mi_epsilon"):
-        if getattr(settings, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(settings, name)}.")
+    if settings.mi_weight < 0:
+        raise ValueError(f"mi_weight must be >= 0, got {settings.mi_weight}.")
     if settings.attack_steps < 0:
         raise ValueError(f"attack_steps must be >= 0, got {settings.attack_steps}.")
-    if settings.mi_sigma <= 0:
-        raise ValueError(f"mi_sigma must be > 0, got {settings.mi_sigma}.")
     if not 0 <= settings.mask_ratio < 1:
         raise ValueError(f"mask_ratio must be in [0, 1), got {settings.mask_ratio}.")
 
@@ -59,7 +60,7 @@ class MimirConfig(ViTMAEConfig):
     r"""
     Configuration of a MIMIR pretraining model: a ViT-MAE (every `ViTMAEConfig` argument applies)
     plus the mutual-information penalty and the pretraining attack. Defaults are the paper's
-    (see `shared/MIMIR.md`): λ = 1e-5 nHSIC with σ = 5, a 1-step PGD with ε = 8/255, α = 10/255,
+    (see `docs/MIMIR.md`): λ = 1e-5 nHSIC with σ = 5, a 1-step PGD with ε = 8/255, α = 10/255,
     normalised-pixel targets, LayerNorm eps 1e-6.
 
     mi_weight (`float`, defaults to 1e-5):

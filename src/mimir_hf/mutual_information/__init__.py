@@ -9,7 +9,7 @@ failure turn into a NaN loss or a silent skip.
 
 from .hsic import hsic_biased, hsic_normalized_cca, normalized_kernel_operator
 from .kernels import centered_gaussian_kernel, gaussian_kernel, pairwise_squared_distances
-from .penalty import ESTIMATORS, Estimator, MIPenaltyResult, MutualInformationPenalty
+from .penalty import ESTIMATORS, Estimator, MIPenaltyResult, MutualInformationPenalty, estimator_hyperparameters
 from .renyi import matrix_renyi_entropy, renyi_mutual_information, trace_normalized_gram
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "MIPenaltyResult",
     "MutualInformationPenalty",
     "centered_gaussian_kernel",
+    "estimator_hyperparameters",
     "gaussian_kernel",
     "hsic_biased",
     "hsic_normalized_cca",

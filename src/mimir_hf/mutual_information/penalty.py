@@ -24,7 +24,7 @@ from .hsic import hsic_biased, hsic_normalized_cca
 from .kernels import COMPUTE_DTYPES
 from .renyi import renyi_mutual_information
 
-__all__ = ["ESTIMATORS", "Estimator", "MIPenaltyResult", "MutualInformationPenalty"]
+__all__ = ["ESTIMATORS", "Estimator", "MIPenaltyResult", "MutualInformationPenalty", "estimator_hyperparameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,61 @@ ESTIMATORS: dict[str, Estimator] = {
     "renyi": renyi_mutual_information,
 }
 """Estimator name → function. Names are what configs and `MimirConfig` store; add to it to plug in another."""
+
+
+def estimator_hyperparameters(
+    estimator: str,
+    *,
+    sigma: float = 5.0,
+    epsilon: float = 1e-5,
+    alpha: float = 1.01,
+    compute_dtype: str = "auto",
+    prefix: str = "",
+) -> dict[str, object]:
+    """The hyper-parameters `estimator` declares, checked; a `ValueError` naming the field otherwise.
+
+    The one check of the MI settings: `MutualInformationPenalty`, `MimirConfig` and
+    `MimirTrainingArguments` (whose fields carry `prefix="mi_"`) all call it, so a bad value fails
+    where it is set, not at the first training step hours later. A value the estimator does not take
+    (the ridge ε of a Rényi estimate) is not checked: one config drives any estimator.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"Unknown mutual-information estimator {prefix}estimator={estimator!r}; choose one of {sorted(ESTIMATORS)}."
+        )
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"`{prefix}compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}.")
+    declared = _declared_parameters(ESTIMATORS[estimator])
+    available = {
+        name: value for name, value in (("sigma", sigma), ("epsilon", epsilon), ("alpha", alpha))
+        if declared is None or name in declared
+    }
+    for name, value in available.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"`{prefix}{name}` must be a finite number, got {value!r}.")
+    if "sigma" in available and sigma <= 0:
+        raise ValueError(f"`{prefix}sigma` must be > 0, got {sigma!r}; MIMIR uses 5.0.")
+    if "epsilon" in available and epsilon <= 0:
+        raise ValueError(
+            f"`{prefix}epsilon` must be > 0, got {epsilon!r} (the centred kernel is singular without a ridge); "
+            "MIMIR uses 1e-5."
+        )
+    if "alpha" in available and (alpha <= 0 or alpha == 1):
+        raise ValueError(f"`{prefix}alpha` must be > 0 and != 1, got {alpha!r}; MIMIR uses 1.01.")
+    if declared is None or "compute_dtype" in declared:
+        available["compute_dtype"] = compute_dtype
+    return available
+
+
+def _declared_parameters(function: Estimator) -> set[str] | None:
+    """The keyword names an estimator takes; None when it takes any (`**kwargs`, or no readable signature)."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return set(parameters)
 
 
 class MIPenaltyResult(NamedTuple):
@@ -78,12 +133,9 @@ class MutualInformationPenalty:
         alpha: float = 1.01,
         compute_dtype: str = "auto",
     ) -> None:
-        if estimator not in ESTIMATORS:
-            raise ValueError(
-                f"Unknown mutual-information estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}."
-            )
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}.")
+        self._kwargs = estimator_hyperparameters(
+            estimator, sigma=sigma, epsilon=epsilon, alpha=alpha, compute_dtype=compute_dtype
+        )
         self.estimator = estimator
         self.sigma = sigma
         self.epsilon = epsilon
@@ -93,43 +145,11 @@ class MutualInformationPenalty:
         self._dropped_on_host = 0
         self._dropped_on_device: torch.Tensor | None = None
         self._function = ESTIMATORS[estimator]
-        self._kwargs = self._hyperparameters_for(self._function)
-        self._validate_hyperparameters()
 
     @property
     def num_dropped(self) -> int:
         device_count = 0 if self._dropped_on_device is None else int(self._dropped_on_device)
         return self._dropped_on_host + device_count
-
-    def _hyperparameters_for(self, function: Estimator) -> dict[str, object]:
-        """Pass each estimator only the hyperparameters it declares, so one config drives any of them."""
-        available: dict[str, object] = {"sigma": self.sigma, "epsilon": self.epsilon, "alpha": self.alpha}
-        try:
-            parameters = inspect.signature(function).parameters
-        except (TypeError, ValueError):  # builtins without a signature: give them everything
-            return available
-        if "compute_dtype" in parameters:
-            available["compute_dtype"] = self.compute_dtype
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            return available
-        return {name: value for name, value in available.items() if name in parameters}
-
-    def _validate_hyperparameters(self) -> None:
-        """Fail at construction, not at the first training step hours later."""
-        for name, value in self._kwargs.items():
-            if name == "compute_dtype":
-                continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-        if "sigma" in self._kwargs and self.sigma <= 0:
-            raise ValueError(f"`sigma` must be > 0, got {self.sigma!r}; MIMIR uses 5.0.")
-        if "epsilon" in self._kwargs and self.epsilon <= 0:
-            raise ValueError(
-                f"`epsilon` must be > 0, got {self.epsilon!r} (the centred kernel is singular without a ridge); "
-                "MIMIR uses 1e-5."
-            )
-        if "alpha" in self._kwargs and (self.alpha <= 0 or self.alpha == 1):
-            raise ValueError(f"`alpha` must be > 0 and != 1, got {self.alpha!r}; MIMIR uses 1.01.")
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())

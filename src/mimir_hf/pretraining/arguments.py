@@ -1,6 +1,7 @@
-"""`MimirTrainingArguments`: the MIMIR method's hyper-parameters next to the stock training ones.
+"""The pretraining stage's command line: `MimirTrainingArguments` (the MIMIR method's
+hyper-parameters next to the stock training ones) and `PretrainModelArguments` (which network).
 
-Defaults are the paper's pretraining recipe (see `shared/MIMIR.md`), so a config only has to
+Defaults are the paper's pretraining recipe (see `docs/MIMIR.md`), so a config only has to
 state what differs. The method fields are copied into the model's `MimirConfig` when training
 starts, which is how they travel inside every checkpoint.
 """
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..training.learning_rate import ScaledLearningRateArguments
 from ..training.runs import refuse_fp16_attacks
+from ..validation import Budget, parse_budget_fields
 from ..modeling.configuration_mimir import (
     ATTACK_TARGETS,
     MI_COMPUTE_DTYPES,
@@ -19,7 +21,7 @@ from ..modeling.configuration_mimir import (
     check_method_settings,
 )
 
-__all__ = ["MimirTrainingArguments", "METHOD_FIELDS"]
+__all__ = ["METHOD_FIELDS", "MimirTrainingArguments", "PretrainModelArguments"]
 
 # Fields shared with `MimirConfig`: the trainer writes them into the model config.
 METHOD_FIELDS = (
@@ -46,7 +48,8 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
 
     Parameters:
         attack_epsilon (`float`, defaults to 8/255):
-            L∞ radius ε of the pretraining attack, in [0, 1] pixel units.
+            L∞ radius ε of the pretraining attack, in [0, 1] pixel units; YAML and the command line
+            may write it as a fraction (`8/255`), as every budget field.
         attack_step_size (`float`, defaults to 10/255):
             PGD step α.
         attack_steps (`int`, defaults to 1):
@@ -83,8 +86,8 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
             Log the attack's gain (reconstruction loss on x′ minus on x); costs one extra forward.
     """
 
-    attack_epsilon: float = field(default=8 / 255, metadata={"help": "L∞ radius of the pretraining attack ([0,1] units)."})
-    attack_step_size: float = field(default=10 / 255, metadata={"help": "PGD step size α ([0,1] units)."})
+    attack_epsilon: Budget = field(default=8 / 255, metadata={"help": "L∞ radius of the pretraining attack ([0,1] units): 8/255 or 0.0314."})
+    attack_step_size: Budget = field(default=10 / 255, metadata={"help": "PGD step size α ([0,1] units, e.g. 10/255)."})
     attack_steps: int = field(default=1, metadata={"help": "PGD steps; 0 disables the attack (plain MAE)."})
     attack_target: str = field(
         default="adversarial",
@@ -128,6 +131,7 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
     )
 
     def __post_init__(self) -> None:
+        parse_budget_fields(self)
         super().__post_init__()
         check_method_settings(self)
         if self.attack_steps > 0:
@@ -142,3 +146,20 @@ class MimirTrainingArguments(ScaledLearningRateArguments):
         config = {name: getattr(self, name) for name in METHOD_FIELDS}
         config["mi_batch_size"] = self.per_device_train_batch_size
         return config
+
+
+@dataclass
+class PretrainModelArguments:
+    """Which network to pretrain: a named size (optionally shrunk) or an existing ViT-MAE checkpoint."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from a ViT-MAE / MIMIR checkpoint (path or Hub id) instead of a new model."}
+    )
+    model_size: str = field(default="vit-t", metadata={"help": "vit-t, vit-s, vit-b or vit-l (the paper's encoders)."})
+    patch_size: int | None = field(default=None, metadata={"help": "Patch size; default 2 / 4 / 16 for 32 / 64 / 224 px."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small CPU runs)."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "Override the MLP width (default 4 × hidden)."})
+    norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised targets (all published runs)."})
+    num_preview_images: int = field(default=8, metadata={"help": "Rows of the reconstruction grid PNG (0: none)."})

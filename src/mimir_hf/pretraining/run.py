@@ -9,7 +9,6 @@ with, and a picture of its reconstructions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,30 +19,13 @@ from ..data import DataArguments, collate_images, eval_transform, make_image_pro
 from ..data.splits import hold_out_validation
 from ..modeling import MimirForPreTraining, mimir_config
 from ..training import resolve_resume
-from .arguments import MimirTrainingArguments
+from .arguments import MimirTrainingArguments, PretrainModelArguments
 from .trainer import MimirTrainer
 from .visualize import save_reconstruction_grid
 
-__all__ = ["PretrainModelArguments", "build_model", "run_pretraining"]
+__all__ = ["build_model", "run_pretraining"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PretrainModelArguments:
-    """Which network to pretrain: a named size (optionally shrunk) or an existing ViT-MAE checkpoint."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Continue from a ViT-MAE / MIMIR checkpoint (path or Hub id) instead of a new model."}
-    )
-    model_size: str = field(default="vit-t", metadata={"help": "vit-t, vit-s, vit-b or vit-l (the paper's encoders)."})
-    patch_size: int | None = field(default=None, metadata={"help": "Patch size; default 2 / 4 / 16 for 32 / 64 / 224 px."})
-    hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width (small CPU runs)."})
-    num_hidden_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
-    num_attention_heads: int | None = field(default=None, metadata={"help": "Override the preset's head count."})
-    intermediate_size: int | None = field(default=None, metadata={"help": "Override the MLP width (default 4 × hidden)."})
-    norm_pix_loss: bool = field(default=True, metadata={"help": "Per-patch normalised targets (all published runs)."})
-    num_preview_images: int = field(default=8, metadata={"help": "Rows of the reconstruction grid PNG (0: none)."})
 
 
 def build_model(model_args: PretrainModelArguments, image_size: int) -> MimirForPreTraining:
@@ -72,29 +54,29 @@ def run_pretraining(
     set_seed(training_args.seed)
     if model_args.model_name_or_path:
         model = build_model(model_args, image_size=0)
-        image_size = model.config.image_size
-        if data_args.image_size not in (None, image_size):
-            raise ValueError(
-                f"image_size={data_args.image_size} but the checkpoint was built for {image_size}; leave image_size unset."
-            )
+        image_size = data_args.resolve_image_size(model.config.image_size, resizable=False)
     else:
-        image_size = data_args.image_size or 32
+        image_size = data_args.resolve_image_size(None)
         model = build_model(model_args, image_size)
 
-    train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
-    global_batch = training_args.per_device_train_batch_size * training_args.world_size
-    if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
-        raise ValueError(
-            f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
-            f"batch of {global_batch}; lower per_device_train_batch_size or add data."
-        )
-    eval_data = None
+    if data_args.streaming:
+        train_data = data_args.training_stream(max_steps=training_args.max_steps)
+    else:
+        train_data = data_args.load(data_args.train_split, max_samples=data_args.max_train_samples)
+        global_batch = training_args.per_device_train_batch_size * training_args.world_size
+        if len(train_data) < max(2, global_batch if training_args.dataloader_drop_last else 2):
+            raise ValueError(
+                f"{data_args.dataset!r} split {data_args.train_split!r} has {len(train_data)} images, fewer than one "
+                f"batch of {global_batch}; lower per_device_train_batch_size or add data."
+            )
+    eval_data = held_out = None
     if data_args.validation_split_size is not None:
         # The same seeded slice that finetuning holds out, so a comparison's validation images are never
         # seen by any stage; the pretraining loss is monitored on them when eval_strategy asks for it.
-        train_data, eval_data = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
-        logger.info("Held %d training images out (seed %d); pretraining on the other %d.",
-                    len(eval_data), data_args.validation_split_seed, len(train_data))
+        train_data, held_out = hold_out_validation(train_data, data_args.validation_split_size, seed=data_args.validation_split_seed)
+        eval_data = held_out
+        logger.info("Held %d training images out (seed %d); pretraining on the %s.", len(eval_data), data_args.validation_split_seed,
+                    "rest of the stream" if data_args.streaming else f"other {len(train_data)}")
         if training_args.eval_strategy == "no":
             eval_data = None
         else:
@@ -121,7 +103,13 @@ def run_pretraining(
         make_image_processor(image_size, data_args.eval_crop_fraction).save_pretrained(output_dir)
         save_recipe_config(output_dir, model_args, data_args, training_args)
         if model_args.num_preview_images > 0:
-            preview = data_args.load(data_args.eval_split, max_samples=model_args.num_preview_images)
+            # Drawn from the held-out training images when there are any, so that no committed picture of a
+            # run shows test images; otherwise from the first images of the evaluation split.
+            count = model_args.num_preview_images
+            if held_out is not None:
+                preview = held_out.select(range(min(count, len(held_out))))
+            else:
+                preview = data_args.load(data_args.eval_split, max_samples=count)
             pixels = collate_images(list(with_transform(preview, eval_transform(image_size, data_args.eval_crop_fraction))))
             unwrapped = trainer.accelerator.unwrap_model(trainer.model)
             path = save_reconstruction_grid(unwrapped, pixels["pixel_values"].to(unwrapped.device), output_dir / "reconstructions.png")

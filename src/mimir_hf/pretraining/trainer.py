@@ -22,10 +22,11 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from ..modeling import MimirForPreTraining
-from ..training import CheckedCollator, ConvertedCheckpointMixin, refuse_trainer_push
+from ..training import CheckedCollator, ConvertedCheckpointMixin, MicroBatchMeanLossMixin, refuse_trainer_push
 from ..training.progress import log_friendly_progress
 from ..training.sample_seeds import SeededSamplesMixin
 from ..training.sampling import MixedSamplingMixin
+from ..training.streaming import StreamingMixin
 from .arguments import MimirTrainingArguments
 from .attack import craft_adversarial_pixels
 
@@ -37,7 +38,7 @@ logger = logging.get_logger(__name__)
 _SUMMED_METRICS = {"mi_dropped_batches"}
 
 
-class MimirTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
+class MimirTrainer(StreamingMixin, SeededSamplesMixin, MicroBatchMeanLossMixin, MixedSamplingMixin, ConvertedCheckpointMixin, Trainer):
     """Stage 1 of MIMIR. Pass a `MimirForPreTraining` and `MimirTrainingArguments`.
 
     The method hyper-parameters in `args` are written into `model.config` so that they are saved
@@ -62,9 +63,6 @@ class MimirTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMi
         super().__init__(model=model, args=args, **kwargs)
         logger.info(args.learning_rate_rule())
         log_friendly_progress(self)
-        # MimirForPreTraining.forward takes **kwargs, which would make the Trainer believe the model
-        # normalises the loss for gradient accumulation itself; it does not.
-        self.model_accepts_loss_kwargs = False
         self.data_collator = CheckedCollator(self.data_collator, num_channels=model.config.num_channels)
         # name -> [running sum on the device, number of values]; read (synchronised) only in log()
         self._metrics: dict[str, dict[str, list]] = {"train": {}, "eval": {}}
@@ -133,7 +131,7 @@ class MimirTrainer(SeededSamplesMixin, MixedSamplingMixin, ConvertedCheckpointMi
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation loss: clean reconstruction (+ MI penalty) with a random mask; no attack (it needs gradients)."""
-        inputs = self._prepare_inputs(inputs)
+        inputs = self._prepare_inputs(inputs)  # private Trainer API, canary-tested
         with torch.no_grad(), self.compute_loss_context_manager():
             outputs = model(pixel_values=inputs["pixel_values"], check_inputs=False)
         self._record("eval", "reconstruction_loss", outputs.reconstruction_loss)

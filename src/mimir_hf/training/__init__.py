@@ -1,6 +1,7 @@
 """Pieces shared by the pretraining and finetuning trainers and recipes."""
 
-from .batches import CheckedCollator, check_labels
+from .accumulation import MicroBatchMeanLossMixin
+from .batches import CheckedCollator, check_batch_labels
 from .checkpoints import ConvertedCheckpointMixin, load_checkpoint_weights
 from .ema import EMA_FILE, WeightEMA, WeightEMACallback
 from .learning_rate import DEFAULT_LEARNING_RATE, ScaledLearningRateArguments, scaled_learning_rate
@@ -12,12 +13,13 @@ __all__ = [
     "ConvertedCheckpointMixin",
     "DEFAULT_LEARNING_RATE",
     "EMA_FILE",
+    "MicroBatchMeanLossMixin",
     "ScaledLearningRateArguments",
     "SeededSamples",
     "SeededSamplesMixin",
     "WeightEMA",
     "WeightEMACallback",
-    "check_labels",
+    "check_batch_labels",
     "finish_distributed",
     "last_complete_checkpoint",
     "load_checkpoint_weights",

@@ -18,11 +18,11 @@ import torch
 
 from ..validation import check_pixel_values
 
-__all__ = ["CheckedCollator", "check_labels"]
+__all__ = ["CheckedCollator", "check_batch_labels"]
 
 
-def check_labels(labels: torch.Tensor | None, num_classes: int) -> None:
-    """Raise a `ValueError` naming the fix when `labels` are missing or outside [0, num_classes)."""
+def check_batch_labels(labels: torch.Tensor | None, num_classes: int) -> None:
+    """Raise a `ValueError` naming the fix when a training batch has no `labels` or labels outside [0, num_classes)."""
     if labels is None:
         raise ValueError("AdversarialTrainer needs `labels` in every batch (the attack maximises the label's loss).")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
@@ -34,7 +34,7 @@ def check_labels(labels: torch.Tensor | None, num_classes: int) -> None:
 
 @dataclass
 class CheckedCollator:
-    """`collator(features)`, then the checks of `check_pixel_values` (and `check_labels` when `num_labels` is set).
+    """`collator(features)`, then the checks of `check_pixel_values` (and `check_batch_labels` when `num_labels` is set).
 
     A plain dataclass (not a closure) so that DataLoader worker processes can pickle it.
     """
@@ -50,5 +50,5 @@ class CheckedCollator:
             if isinstance(pixel_values, torch.Tensor):
                 check_pixel_values(pixel_values, num_channels=self.num_channels, name="pixel_values")
             if self.num_labels is not None:
-                check_labels(batch.get("labels"), self.num_labels)
+                check_batch_labels(batch.get("labels"), self.num_labels)
         return batch

@@ -52,6 +52,7 @@ class ScaledLearningRateArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        self._explicit_learning_rate = self.learning_rate
         if self.learning_rate is not None and self.learning_rate < 0:
             raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}.")
         if self.base_learning_rate is not None and self.base_learning_rate <= 0:
@@ -70,6 +71,12 @@ class ScaledLearningRateArguments(TrainingArguments):
                 f"learning_rate = base {self.base_learning_rate:.3g} × effective batch {self.effective_batch_size} "
                 f"/ 256 = {self.learning_rate:.3g}"
             )
+
+    @property
+    def explicit_learning_rate(self) -> float | None:
+        """The `learning_rate` given, or None when it was derived: what `recipe_config.yaml` records, so that a
+        replay at another batch size derives it again instead of keeping this run's value."""
+        return getattr(self, "_explicit_learning_rate", self.learning_rate)
 
     def learning_rate_rule(self) -> str:
         """How `learning_rate` was set; the trainers log it when training starts (not at parse time,

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,11 @@ import torch
 import yaml
 from transformers import TrainingArguments
 
+from ..artefacts import RECIPE_CONFIG
+from .learning_rate import ScaledLearningRateArguments
+
 __all__ = [
+    "RecipeConfig",
     "checkpoint_folders",
     "finish_distributed",
     "last_complete_checkpoint",
@@ -119,11 +125,10 @@ def _plain(value: Any) -> Any:
 
 
 def recipe_config_dict(*instances: Any) -> dict[str, Any]:
-    """One flat mapping of every init field of the given dataclass instances (secrets left out).
-
-    `fp16` and `bf16` record the precision the run used: `accelerate launch --mixed_precision bf16`
-    sets it (TrainingArguments' `mixed_precision`) without the flags.
-    """
+    """One flat mapping of every init field of the given dataclass instances (secrets left out), as `--config`
+    replays it: a learning rate the run derived from `base_learning_rate` is written `null`, so that a replay
+    derives it again for its own batch size; `fp16` and `bf16` record the precision the run used
+    (`accelerate launch --mixed_precision bf16` sets TrainingArguments' `mixed_precision` without the flags)."""
     values: dict[str, Any] = {}
     for instance in instances:
         for f in dataclasses.fields(instance):
@@ -133,12 +138,103 @@ def recipe_config_dict(*instances: Any) -> dict[str, Any]:
         precision = getattr(instance, "mixed_precision", None) if isinstance(instance, TrainingArguments) else None
         if precision in ("fp16", "bf16"):
             values[precision] = True
+        if isinstance(instance, ScaledLearningRateArguments):
+            values["learning_rate"] = instance.explicit_learning_rate
     return values
 
 
-def save_recipe_config(output_dir: str | Path, *instances: Any, filename: str = "recipe_config.yaml") -> Path:
+_RECORD = "_record"
+_HEADER = (
+    "# The arguments of a mimir_hf run: `--config <this file>` replays it. `_record` is not an option: it names\n"
+    "# the argument classes that wrote the file and the values resolved at run time (learning_rate: null above\n"
+    "# means the run derived it from base_learning_rate; the value it ran with is _record.resolved.learning_rate).\n"
+)
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """`recipe_config.yaml`: the arguments a run used, and how they were written.
+
+    Attributes:
+        arguments: every option, as `--config` replays it.
+        argument_classes: import paths of the dataclasses that parsed the arguments (their defaults tell a
+            card which values the run chose); empty for a file written before they were recorded.
+        resolved: values worked out when the run started, e.g. the `learning_rate` the scaling rule gave.
+    """
+
+    arguments: dict[str, Any]
+    argument_classes: tuple[str, ...] = ()
+    resolved: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_arguments(cls, *instances: Any) -> RecipeConfig:
+        resolved = {
+            "learning_rate": instance.learning_rate
+            for instance in instances if isinstance(instance, ScaledLearningRateArguments)
+        }
+        return cls(
+            arguments=recipe_config_dict(*instances),
+            argument_classes=tuple(f"{type(i).__module__}.{type(i).__qualname__}" for i in instances),
+            resolved=resolved,
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = RECIPE_CONFIG) -> RecipeConfig:
+        """The parsed YAML of a recipe config: a recorded one, an older one (no record) or one written by hand."""
+        arguments = dict(data)
+        record = arguments.pop(_RECORD, None) or {}
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{source}: {_RECORD} must be a mapping, got {type(record).__name__}.")
+        return cls(
+            arguments=arguments,
+            argument_classes=tuple(record.get("argument_classes") or ()),
+            resolved=dict(record.get("resolved") or {}),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecipeConfig:
+        """`path` is the file or the folder holding it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / RECIPE_CONFIG
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{str(path)!r} must hold a mapping of option names to values.")
+        return cls.from_mapping(data, source=str(path))
+
+    def to_yaml(self) -> str:
+        document = dict(self.arguments)
+        if self.argument_classes or self.resolved:
+            document[_RECORD] = {"argument_classes": list(self.argument_classes), "resolved": dict(self.resolved)}
+        return _HEADER + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+    def save(self, output_dir: str | Path, filename: str = RECIPE_CONFIG) -> Path:
+        path = Path(output_dir) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+    def default_arguments(self) -> dict[str, Any] | None:
+        """What the recorded argument classes write when given nothing; None when the file names none, or one
+        cannot be built (only mimir_hf's own dataclasses are)."""
+        if not self.argument_classes:
+            return None
+        instances = []
+        for name in self.argument_classes:
+            module, _, qualname = name.rpartition(".")
+            try:
+                if not module.startswith("mimir_hf."):
+                    return None
+                cls = getattr(importlib.import_module(module), qualname)
+                if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+                    return None
+                instances.append(cls())
+            except Exception:  # noqa: BLE001 - a class since moved or changed: no defaults rather than wrong ones
+                logger.info("%s names the argument class %s, which cannot be built here.", RECIPE_CONFIG, name)
+                return None
+        return recipe_config_dict(*instances)
+
+
+def save_recipe_config(output_dir: str | Path, *instances: Any, filename: str = RECIPE_CONFIG) -> Path:
     """Write the arguments a run used, in a form `--config` reads back, so every output says how it was made."""
-    path = Path(output_dir) / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe_config_dict(*instances), sort_keys=False), encoding="utf-8")
-    return path
+    return RecipeConfig.from_arguments(*instances).save(output_dir, filename)
