@@ -22,7 +22,7 @@ from mimir_hf.data import DataArguments
 from mimir_hf.finetuning import AdversarialTrainingArguments, ModelArguments
 from mimir_hf.training import finish_distributed
 from mimir_hf.training.checkpoints import check_weights_readable
-from mimir_hf.training.output_dir import OutputDirArguments, announce_run, prepare_output_dir, stop_on_interrupt
+from mimir_hf.training.output_dir import OutputDirArguments, prepare_output_dir, stop_on_interrupt
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "finetune_quickstart.yaml"
 QUICKSTART_OUTPUT = "outputs/quickstart-finetune"
@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     check_weights_readable(model_args.model_name_or_path)
     prepare_output_dir(training_args, output_args.overwrite_output_dir)
-    announce_run(training_args)
     with stop_on_interrupt(training_args.output_dir):
         metrics = run_finetuning(model_args, data_args, training_args)
     finish_distributed()

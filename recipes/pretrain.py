@@ -21,7 +21,7 @@ from mimir_hf.pretraining import MimirTrainingArguments
 from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
 from mimir_hf.training import finish_distributed
 from mimir_hf.training.checkpoints import check_weights_readable
-from mimir_hf.training.output_dir import OutputDirArguments, announce_run, prepare_output_dir, stop_on_interrupt
+from mimir_hf.training.output_dir import OutputDirArguments, prepare_output_dir, stop_on_interrupt
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "pretrain_quickstart.yaml"
 QUICKSTART_OUTPUT = "outputs/quickstart-pretrain"
@@ -37,7 +37,6 @@ def main(argv: list[str] | None = None) -> dict:
     )
     check_weights_readable(model_args.model_name_or_path)
     prepare_output_dir(training_args, output_args.overwrite_output_dir)
-    announce_run(training_args)
     with stop_on_interrupt(training_args.output_dir):
         metrics = run_pretraining(model_args, data_args, training_args)
     finish_distributed()

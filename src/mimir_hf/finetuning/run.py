@@ -28,6 +28,7 @@ from ..data import (
 )
 from ..training.runs import save_recipe_config
 from ..training import resolve_resume
+from ..training.output_dir import announce_run
 from .arguments import AdversarialTrainingArguments, ModelArguments
 from .model import build_classifier, check_checkpoint_exists
 from .trainer import AdversarialTrainer
@@ -151,6 +152,7 @@ def run_finetuning(
         data_collator=collate_images,
         processing_class=processor,
     )
+    announce_run(training_args)  # once the run is set up: a refused one prints only its error
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_model()
     metrics = dict(result.metrics)

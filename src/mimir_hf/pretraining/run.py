@@ -19,6 +19,7 @@ from ..data import DataArguments, collate_images, eval_transform, make_image_pro
 from ..data.splits import hold_out_validation
 from ..modeling import MimirForPreTraining, mimir_config
 from ..training import resolve_resume
+from ..training.output_dir import announce_run
 from .arguments import MimirTrainingArguments, PretrainModelArguments
 from .trainer import MimirTrainer
 from .visualize import save_reconstruction_grid
@@ -92,6 +93,7 @@ def run_pretraining(
         eval_dataset=eval_data,
         data_collator=collate_images,
     )
+    announce_run(training_args)  # once the run is set up: a refused one prints only its error
     result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
