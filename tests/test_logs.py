@@ -63,3 +63,16 @@ def test_a_terminal_keeps_transformers_bars(tmp_path, monkeypatch):
     assert ProgressCallback in [type(callback) for callback in trainer.callback_handler.callbacks]
     log_friendly_progress(trainer)  # idempotent on a terminal
     assert ProgressCallback in [type(callback) for callback in trainer.callback_handler.callbacks]
+
+
+@pytest.mark.parametrize(("report_to", "told"), [(["tensorboard"], True), ([], False)])
+def test_a_run_says_where_it_writes_and_how_to_watch_it(tmp_path, caplog, report_to, told):
+    from transformers import TrainingArguments
+
+    from mimir_hf.training.output_dir import announce_run
+
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), report_to=report_to)
+    with caplog.at_level("INFO", logger="mimir_hf.training.output_dir"):
+        announce_run(args)
+    assert f"Training into {tmp_path / 'run'}" in caplog.text
+    assert (f"tensorboard --logdir {tmp_path / 'run'}" in caplog.text) == told
