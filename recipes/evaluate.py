@@ -67,10 +67,18 @@ def _default_config(argv: list[str]) -> Path | None:
     return ROBUSTBENCH_QUICKSTART if _flag_value(argv, "protocol") == "robustbench" else QUICKSTART
 
 
+# RobustBench's own evaluation: clean and the standard AutoAttack suite at the one budget, nothing else.
+_ROBUSTBENCH_PROTOCOL = {"attacks": ["clean", "autoattack"], "autoattack_version": "standard", "epsilon_sweep": []}
+
+
 def _announce_full_protocol(eval_args: EvaluationArguments, data_args: DataArguments, argv: list[str], main_process: bool) -> None:
     """Say loudly what a user's own model is measured with, and how to get a quick look instead."""
     if _flag_value(argv, "output_dir") is None:  # not into the quickstart's folder
         eval_args.output_dir = str(Path("outputs") / f"{Path(eval_args.model_name_or_path).name}-eval")
+    if eval_args.protocol == "robustbench":  # the protocol's attacks, where the command line does not name others
+        for name, value in _ROBUSTBENCH_PROTOCOL.items():
+            if _flag_value(argv, name) is None:
+                setattr(eval_args, name, value)
     if not main_process:
         return
     images = "every image" if data_args.max_eval_samples is None else f"the first {data_args.max_eval_samples} images"

@@ -195,7 +195,9 @@ def test_resume_last_picks_the_newest_checkpoint_or_starts_afresh(tmp_path, capl
         assert resolve_resume(args) is None  # no folder yet: afresh, and said
     assert "starting afresh" in caplog.text
     for step in (5, 20, 10):
-        (tmp_path / "run" / f"checkpoint-{step}").mkdir(parents=True)
+        checkpoint = tmp_path / "run" / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "trainer_state.json").write_text("{}")  # written last by the Trainer: a complete checkpoint
     assert resolve_resume(args) == str(tmp_path / "run" / "checkpoint-20")  # by step number, not by name order
     args.resume_from_checkpoint = str(tmp_path / "run" / "checkpoint-5")
     assert resolve_resume(args) == str(tmp_path / "run" / "checkpoint-5")  # an explicit path is kept

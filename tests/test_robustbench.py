@@ -223,7 +223,8 @@ def test_the_protocol_refuses_explicit_values_that_break_it(changes, message) ->
 
 @pytest.mark.slow
 def test_recipe_protocol_robustbench_on_builtin_digits(tmp_path) -> None:
-    """The quickstart path: `--protocol robustbench` on the digits gives a schema-valid JSON marked not an entry."""
+    """`--protocol robustbench` on a user's model and the digits, without a config: RobustBench's attacks
+    (clean + AutoAttack standard, no ε sweep) and a schema-valid JSON marked not an entry."""
     from test_evaluation_recipe import digits_checkpoint, load_recipe
 
     digits_checkpoint(tmp_path / "ckpt")
@@ -233,10 +234,10 @@ def test_recipe_protocol_robustbench_on_builtin_digits(tmp_path) -> None:
                         "--output_dir", str(out), "--max_eval_samples", "8", "--no_progress", "true"])
     assert code == 0
     report = json.loads((out / "robustness.json").read_text())
-    assert set(report["attacks"]) == {"clean", "autoattack"}  # the protocol's attacks, from its quickstart config
+    assert set(report["attacks"]) == {"clean", "autoattack"}  # the protocol's attacks, not the full default list
     assert report["attacks"]["autoattack"]["version"] == "standard"
     assert report["preprocessing"]["center_crop"] == 16 and report["preprocessing"]["resize_shorter_side"] == 16
-    info_path = out / "model_info" / "builtin-digits" / "Linf" / "Quickstart2026Digits.json"
+    (info_path,) = (out / "model_info" / "builtin-digits" / "Linf").glob("*.json")
     info = json.loads(info_path.read_text())
     assert validate_model_info(info) == []
     assert info["footnote"].startswith(NOT_AN_ENTRY)
