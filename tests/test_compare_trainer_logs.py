@@ -25,7 +25,7 @@ def test_wall_clock_values_are_not_compared(load_benchmark, tmp_path):
     first = [{"step": 10, "train_loss": 0.5, "train_runtime": 9.0, "train_samples_per_second": 3.0}]
     second = [{"step": 10, "train_loss": 0.5, "train_runtime": 9.5, "train_samples_per_second": 2.9}]
     result = compare.compare_log_histories(_state(tmp_path / "a.json", first), _state(tmp_path / "b.json", second))
-    assert result["identical_entries"] == 1 and result["entries"][0]["values_compared"] == 1
+    assert result["identical_entries"] == 1 and result["entries"][0]["values_compared"] == 2  # step and train_loss
     second[0]["train_loss"] = 0.51
     result = compare.compare_log_histories(_state(tmp_path / "a.json", first), _state(tmp_path / "b.json", second))
     assert result["identical_entries"] == 0
