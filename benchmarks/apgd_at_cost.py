@@ -1,4 +1,4 @@
-"""What does an APGD-AT step cost, and what does the ImageNet SOTA recipe need? (issue 17, part 3)
+"""What does an APGD-AT step cost, and what does the ImageNet SOTA recipe need?
 
     python benchmarks/apgd_at_cost.py                                  # CPU: a small model at 32 px
     python benchmarks/apgd_at_cost.py --device cuda --models vit-s vit-b --batch_size 80   # the recipe's shapes

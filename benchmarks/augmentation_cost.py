@@ -1,4 +1,4 @@
-"""What does Singh et al.'s heavy augmentation cost the input pipeline, per image and CPU core? (issue 17)
+"""What does Singh et al.'s heavy augmentation cost the input pipeline, per image and CPU core?
 
     python benchmarks/augmentation_cost.py                    # 224 px crops of 500 x 375 images
     python benchmarks/augmentation_cost.py --repeats 400 --image_size 224

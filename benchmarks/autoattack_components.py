@@ -1,4 +1,4 @@
-"""What does measuring each AutoAttack component cost? (issue 16, part 3)
+"""What does measuring each AutoAttack component cost?
 
     python benchmarks/autoattack_components.py                                   # random small ViT, 32 images
     python benchmarks/autoattack_components.py --checkpoint outputs/quickstart-finetune --data builtin:digits

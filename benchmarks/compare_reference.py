@@ -1,4 +1,4 @@
-"""Our pretraining step against the authors' reference implementation, side by side (issue 13, item 5).
+"""Our pretraining step against the authors' reference implementation, side by side.
 
     python benchmarks/compare_reference.py --reference /path/to/MIMIR            # ~4 min on 2 cores
     python benchmarks/compare_reference.py --reference /path/to/MIMIR --rounds 16 --batch_sizes 32 64

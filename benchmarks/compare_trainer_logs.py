@@ -6,7 +6,9 @@
 Every logged value (loss, gradient norm, learning rate, loss parts) of every step both files logged is
 compared exactly: a rerun on another machine that matches to the last bit through a whole epoch
 trains the same model, so results paired against the committed run's per-sample files compare like
-with like. Steps only one file logged (a rerun stopped early) are counted, not compared.
+with like. Steps only one file logged (a rerun stopped early) are counted, not compared. Wall-clock
+values (`train_runtime`, `*_per_second`, which the end-of-training entry carries) are left out:
+they measure the machine, not the run.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+
+def _is_timing(name: str) -> bool:
+    return name.endswith("_runtime") or name.endswith("_per_second")
 
 
 def _entries(path: Path) -> dict[tuple[int, bool], dict]:
@@ -27,7 +33,7 @@ def compare_log_histories(first: Path, second: Path) -> dict:
     shared = sorted(set(a) & set(b))
     rows = []
     for key in shared:
-        names = sorted(set(a[key]) & set(b[key]))
+        names = sorted(n for n in set(a[key]) & set(b[key]) if not _is_timing(n))
         numeric = [n for n in names if isinstance(a[key][n], (int, float)) and isinstance(b[key][n], (int, float))]
         worst = max((abs(a[key][n] - b[key][n]) / max(abs(a[key][n]), 1e-30) for n in numeric), default=0.0)
         rows.append({"step": key[0], "identical": all(a[key][n] == b[key][n] for n in names),

@@ -1,4 +1,4 @@
-"""What does robustness evaluation cost? (issue 7, section 1)
+"""What does robustness evaluation cost?
 
     python benchmarks/eval_cost.py                                  # small + CIFAR ViT-T classifiers, 100 images
     python benchmarks/eval_cost.py --checkpoint outputs/quickstart-finetune --data builtin:digits

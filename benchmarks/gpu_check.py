@@ -1,4 +1,4 @@
-"""The one prepared GPU check (issue 13, item 6): install, run the `gpu` tests, measure, print JSON + a table.
+"""The one prepared GPU check: install, run the `gpu` tests, measure, print JSON + a table.
 
     python benchmarks/gpu_check.py --download-wheels        # here, before asking for a device (fills .device_wheels/)
     python benchmarks/gpu_check.py --json $OUT/gpu_check.json   # on the GPU machine: <= ~8.5 minutes on an H200

@@ -1,4 +1,4 @@
-"""The paper's three-arm CIFAR-10 comparison on one GPU in at most 9 minutes (issue 18).
+"""The paper's three-arm CIFAR-10 comparison on one GPU in at most 9 minutes.
 
     python benchmarks/gpu_replication.py --prepare --data_dir data/cifar10   # here (registry): data subset + wheels, sizes
     python benchmarks/gpu_replication.py --smoke                             # CPU: tiny model, synthetic data, the whole chain
@@ -13,7 +13,7 @@ pretraining, FGSM-RS adversarial finetuning of the three arms (scratch, MAE, MIM
 (clean + PGD-20 on 5,000 test images; AutoAttack APGD-CE + APGD-T on the first 1,000), with the paper's
 ViT-T at patch 4, in bf16, four stages at a time on the one GPU. The estimate, ~5 minutes (3.3 if the
 stages' GPU work overlaps fully, 6.4 if it does not overlap at all), and its arithmetic are in
-docs/replication.md ("GPU replication (issue 18)").
+docs/replication.md ("GPU replication").
 
 The device run:
 

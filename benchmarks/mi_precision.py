@@ -1,4 +1,4 @@
-"""How far is the float32 nHSIC from the float64 one, on latents of real images? (issue 13, item 3)
+"""How far is the float32 nHSIC from the float64 one, on latents of real images?
 
     python benchmarks/mi_precision.py --data /path/to/cifar10            # npz folder, as the recipes take
     python benchmarks/mi_precision.py --data builtin:digits --checkpoint outputs/quickstart-pretrain

@@ -1,6 +1,6 @@
-"""What each stage of a CPU-scale replication costs, per image, for a few candidate model sizes (issue 18).
+"""What each stage of a CPU-scale replication costs, per image, for a few candidate model sizes.
 
-    python benchmarks/replication_costs.py                         # the v2 candidates, 2 threads and 1 thread
+    python benchmarks/replication_costs.py                         # the candidates, 2 threads and 1 thread
     python benchmarks/replication_costs.py --shapes small --threads 2 --repeats 5
     python benchmarks/replication_costs.py --config_dir recipes/configs/replicate_cpu_v2   # + the plan's minutes
 
@@ -39,7 +39,7 @@ from mimir_hf.attacks.pgd import pgd  # noqa: E402
 from mimir_hf.finetuning import mae_to_classifier  # noqa: E402
 
 CANDIDATES = {
-    "small": MODEL_SHAPES["small"],  # 96 wide, 4 blocks, patch 4: the v1 and v2 choice
+    "small": MODEL_SHAPES["small"],  # 96 wide, 4 blocks, patch 4: the replicate_cpu and replicate_cpu_v2 choice
     "w128-d4": {**MODEL_SHAPES["small"], "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512},
     "w192-d4": {**MODEL_SHAPES["small"], "hidden_size": 192, "num_attention_heads": 3, "intermediate_size": 768},
     "w128-d6": {**MODEL_SHAPES["small"], "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 4,

@@ -1,4 +1,4 @@
-"""What does a MIMIR pretraining step cost over a plain MAE step? (issue 7, section 1)
+"""What does a MIMIR pretraining step cost over a plain MAE step?
 
     python benchmarks/step_cost.py                                   # paper ViT-T (CIFAR) and a small model, batch 32 and 64
     python benchmarks/step_cost.py --models small --batch_sizes 64 128 --repeats 30

@@ -1,4 +1,4 @@
-"""What could make our MIMIR pretraining step cheaper on a CPU? Each candidate measured (issue 13, item 5).
+"""What could make our MIMIR pretraining step cheaper on a CPU? Each candidate measured.
 
     python benchmarks/step_levers.py               # ~3 min: where the time goes, fused QKV, MI dtype, bf16
     python benchmarks/step_levers.py --compile     # + torch.compile of encoder and decoder (minutes to compile)

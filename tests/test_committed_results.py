@@ -45,7 +45,7 @@ def pixel_like_arrays(path: Path, image_size: int) -> list[str]:
 
 def test_committed_arrays_hold_no_pixels():
     files = sorted(RESULTS.rglob(PER_SAMPLE_FILE))
-    assert files, "the v2 replication's per_sample.npz files are expected here"
+    assert files, "docs/results/cpu-v2's per_sample.npz files are expected here"
     assert sorted(RESULTS.rglob("*.npz")) == files  # no other array file slips past the check
     for path in files:
         assert pixel_like_arrays(path, _image_size(path.parent)) == [], path.relative_to(RESULTS)
@@ -69,7 +69,7 @@ def test_every_committed_report_loads_and_gives_back_its_numbers():
     from mimir_hf.evaluation import RobustnessReport
 
     reports = sorted(RESULTS.rglob("robustness.json"))
-    assert reports, "the v2 replication's evaluations are expected here"
+    assert reports, "docs/results/cpu-v2's evaluations are expected here"
     for path in reports:
         report = RobustnessReport.load(path, per_sample=True)
         assert report.format_table() + "\n" == (path.parent / "robustness_table.txt").read_text(), path

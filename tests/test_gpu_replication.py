@@ -1,4 +1,4 @@
-"""The GPU replication (issue 18): its config set, what travels to the device, the driver's time guard,
+"""The GPU replication: its config set, what travels to the device, the driver's time guard,
 and `benchmarks/gpu_replication.py --smoke`, the whole chain rehearsed on the CPU."""
 
 from __future__ import annotations

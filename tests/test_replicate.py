@@ -288,7 +288,7 @@ def test_micro_end_to_end_then_skip_existing(tmp_path, capsys):
     assert "## Paired statistics" in (out / "results.md").read_text()
 
 
-# --- replication v2: parallel stages, a second (AutoAttack-subset) evaluation, the v2 configs -------------
+# --- parallel stages, a second (AutoAttack-subset) evaluation, the replicate_cpu_v2 config set ----------
 
 V2_DIR = ROOT / "recipes" / "configs" / "replicate_cpu_v2"
 
@@ -386,7 +386,7 @@ def test_a_failed_parallel_stage_stops_new_launches_but_not_running_ones(tmp_pat
     assert _trace(tmp_path / "trace")["pretrain-mimir"]["start"] == events["pretrain-mimir"]["start"]
 
 
-def test_the_v2_configs_differ_only_where_the_comparison_needs_it():
+def test_the_cpu_replication_configs_differ_only_where_the_comparison_needs_it():
     mae = yaml.safe_load((V2_DIR / "pretrain_mae.yaml").read_text())
     mimir = yaml.safe_load((V2_DIR / "pretrain_mimir.yaml").read_text())
     assert {k for k in mae.keys() | mimir.keys() if mae.get(k) != mimir.get(k)} == {"attack_steps", "mi_weight", "output_dir"}

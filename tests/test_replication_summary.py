@@ -95,6 +95,9 @@ def test_the_summary_recipe_writes_what_exists_and_lists_what_does_not(tmp_path)
     assert recipe.main(["--summary", str(path)]) == 0
     written = json.loads((tmp_path / "summary" / "summary.json").read_text())
     assert written["seeds"]["a-minus-b"]["metrics"][0]["mean_difference"] == pytest.approx(4 / n)
-    assert "+13.3" in (tmp_path / "summary" / "summary.md").read_text()  # 4 of 30 images, in points
+    markdown = (tmp_path / "summary" / "summary.md").read_text()
+    assert "+13.3" in markdown  # 4 of 30 images, in points
+    assert "mean of" not in markdown  # one seed present: no mean or spread over seeds
+    assert "`a-minus-b` (x missing)" in markdown and "`later` (eval-c missing)" in markdown
     with pytest.raises(ValueError, match="unknown summary keys"):
         summarize({**config, "seeds_": {}})

@@ -1,6 +1,6 @@
 """What a GPU run depends on and a CPU run cannot show by timing: precision of the attacks, and host syncs.
 
-- The attacks run under the run's autocast (issue 13, item 1): bf16 matmuls in a bf16 run, fp32
+- The attacks run under the run's autocast: bf16 matmuls in a bf16 run, fp32
   otherwise, for the pretraining attack, the finetuning attacks and the finetuning validation
   attack; the robustness evaluation always attacks in fp32.
 - One training step of each trainer reads nothing back from the device (item 2): the sync

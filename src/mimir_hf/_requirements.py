@@ -1,7 +1,7 @@
 """The oldest dependency versions the code works with, checked at import so that an old install fails with a clear message.
 
 transformers 5.9 is the first release with what `mimir_hf.modeling` imports from ViT-MAE
-(`build_2d_sinusoidal_position_embedding`); 5.0, 5.8 fail at import. Probed in issue 13 with the
+(`build_2d_sinusoidal_position_embedding`); 5.0, 5.8 fail at import. Probed with the
 model, trainer and step tests (test_modeling, test_step_efficiency, test_finetuning, and for 5.9
 and 5.17 also test_pretraining): 5.9, 5.12, 5.15, 5.16, 5.17 and 5.25 pass, except that before
 5.25 (at least up to 5.17) `AutoImageProcessor` needs torchvision to load the saved image

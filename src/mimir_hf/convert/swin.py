@@ -48,37 +48,58 @@ def swin_state_dict_to_model(
     if "absolute_pos_embed" in keys:
         raise UnrecognisedCheckpointError("Swin with absolute position embeddings (ape=True) is not supported.")
     timm_layout = "head.fc.weight" in keys
-    head_key = "head.fc" if timm_layout else "head"
+    config = _swin_config(state, "head.fc" if timm_layout else "head", image_size, layer_norm_eps, id2label)
+    model = SwinForImageClassification(config)
+    out, used = _swin_weights(state, config.depths, timm_layout)
+    unused = sorted(k for k in keys - used if not k.endswith(_BUFFERS))
+    if unused:
+        raise UnrecognisedCheckpointError(f"Swin tensors this conversion does not know: {unused[:10]}; refusing to drop them.")
+    result = model.load_state_dict(out, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(_BUFFERS)]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            f"The converted Swin weights do not fit SwinForImageClassification (missing {missing[:10]}, unexpected "
+            f"{result.unexpected_keys[:10]}): the depths/heads read from the file disagree with the layout, or this "
+            "transformers version renamed modules."
+        )
+    return model.eval()
+
+
+def _swin_config(
+    state: Mapping[str, torch.Tensor],
+    head_key: str,
+    image_size: int,
+    layer_norm_eps: float,
+    id2label: Mapping[int, str] | None,
+) -> SwinConfig:
+    """The architecture, read from the tensors' shapes: stages, blocks, heads and window from the position tables."""
+    keys = set(state)
     try:
         projection = state["patch_embed.proj.weight"]
         head = state[f"{head_key}.weight"]
     except KeyError as error:
         raise UnrecognisedCheckpointError(f"Missing {error.args[0]!r}: not a Swin classifier. The file has {describe_keys(state)}.") from None
     embed_dim, channels, patch, _ = projection.shape
-    stages = _indices(keys, "layers.")
     depths, heads, windows = [], [], []
-    for stage in stages:
-        blocks = _indices(keys, f"layers.{stage}.blocks.")
-        depths.append(len(blocks))
+    for stage in _indices(keys, "layers."):
+        depths.append(len(_indices(keys, f"layers.{stage}.blocks.")))
         table = state[f"layers.{stage}.blocks.0.attn.relative_position_bias_table"]
         side = math.isqrt(table.shape[0])
         if side * side != table.shape[0] or side % 2 == 0:
             raise UnrecognisedCheckpointError(f"Relative position table of stage {stage} has {table.shape[0]} rows, not (2w-1)².")
         heads.append(int(table.shape[1]))
         windows.append((side + 1) // 2)
-    # A stage whose feature map is no larger than the window uses the whole map; its table still has the
-    # configured size, which is the largest one.
-    window_size = max(windows)
-    mlp_ratio = state["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-    config = SwinConfig(
+    return SwinConfig(
         image_size=image_size,
         patch_size=int(patch),
         num_channels=int(channels),
         embed_dim=int(embed_dim),
         depths=depths,
         num_heads=heads,
-        window_size=window_size,
-        mlp_ratio=float(mlp_ratio),
+        # A stage whose feature map is no larger than the window uses the whole map; its table still has the
+        # configured size, which is the largest one.
+        window_size=max(windows),
+        mlp_ratio=float(state["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed_dim),
         qkv_bias="layers.0.blocks.0.attn.qkv.bias" in keys,
         layer_norm_eps=layer_norm_eps,
         drop_path_rate=0.0,
@@ -86,7 +107,12 @@ def swin_state_dict_to_model(
         num_labels=int(head.shape[0]),
         **({"id2label": dict(id2label), "label2id": {v: k for k, v in id2label.items()}} if id2label else {}),
     )
-    model = SwinForImageClassification(config)
+
+
+def _swin_weights(
+    state: Mapping[str, torch.Tensor], depths: list[int], timm_layout: bool
+) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The tensors renamed to SwinForImageClassification's keys (q, k, v split), and the source keys used."""
     out: dict[str, torch.Tensor] = {}
     used: set[str] = set()
 
@@ -99,7 +125,7 @@ def swin_state_dict_to_model(
 
     take("patch_embed.proj", "swin.embeddings.patch_embeddings.projection")
     take("patch_embed.norm", "swin.embeddings.norm")
-    for stage, depth in zip(stages, depths):
+    for stage, depth in enumerate(depths):
         for block in range(depth):
             source, target = f"layers.{stage}.blocks.{block}", f"swin.encoder.layers.{stage}.blocks.{block}"
             for name, chunk in zip(("q_proj", "k_proj", "v_proj"), state[f"{source}.attn.qkv.weight"].chunk(3)):
@@ -122,16 +148,5 @@ def swin_state_dict_to_model(
             take(f"layers.{merging_source}.downsample.reduction", f"swin.encoder.layers.{stage}.downsample.reduction")
             take(f"layers.{merging_source}.downsample.norm", f"swin.encoder.layers.{stage}.downsample.norm")
     take("norm", "swin.layernorm")
-    take(head_key, "classifier")
-    unused = sorted(k for k in keys - used if not k.endswith(_BUFFERS))
-    if unused:
-        raise UnrecognisedCheckpointError(f"Swin tensors this conversion does not know: {unused[:10]}; refusing to drop them.")
-    result = model.load_state_dict(out, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith(_BUFFERS)]
-    if missing or result.unexpected_keys:
-        raise RuntimeError(
-            f"The converted Swin weights do not fit SwinForImageClassification (missing {missing[:10]}, unexpected "
-            f"{result.unexpected_keys[:10]}): the depths/heads read from the file disagree with the layout, or this "
-            "transformers version renamed modules."
-        )
-    return model.eval()
+    take("head.fc" if timm_layout else "head", "classifier")
+    return out, used

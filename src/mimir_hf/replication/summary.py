@@ -254,6 +254,8 @@ def format_summary_markdown(summary: Mapping[str, Any]) -> str:
                 lines.append(f"| {metric['metric']} ({metric['num_samples']}) | {d['seed']} | {format_percent(d['difference'], True)} "
                              f"[{format_percent(low, True)}, {format_percent(high, True)}] | {d['only_first']} | "
                              f"{d['only_second']} | {p(d['mcnemar_p'])} |")
+            if len(metric["seeds"]) < 2:  # a mean and a spread of one seed say nothing
+                continue
             low, high = metric["mean_interval_over_images"]
             lines.append(f"| {metric['metric']} | mean of {len(metric['seeds'])} | {format_percent(metric['mean_difference'], True)} "
                          f"[{format_percent(low, True)}, {format_percent(high, True)}] | | | spread between seeds "
@@ -275,6 +277,6 @@ def format_summary_markdown(summary: Mapping[str, Any]) -> str:
                          f"{format_percent(high, True)}], {pair['only_first']} vs {pair['only_second']} images, "
                          f"McNemar p = {p(pair['mcnemar_p'])}.")
     if summary["not_available"]:
-        lines += ["", "Not available yet: " + "; ".join(f"`{n['table']}` ({len(n['missing'])} folder(s) missing)"
-                                                      for n in summary["not_available"]) + "."]
+        lines += ["", "Not available yet (the tables above hold what is): " + "; ".join(
+            f"`{n['table']}` ({', '.join(Path(f).name for f in n['missing'])} missing)" for n in summary["not_available"]) + "."]
     return "\n".join(lines) + "\n"
