@@ -100,6 +100,9 @@ def apgd(
             already checked the batch pass False.
         trace: an `APGDTrace` to fill with the schedule's decisions.
         is_successful: unused by the schedule; accepted so that APGD and PGD share call sites.
+
+    The iteration stays one function, in the order of Croce & Hein's Algorithm 1, so that it can be read
+    against the paper line by line; the step-size schedule is `_checkpoints`.
     """
     del is_successful
     check_budget(epsilon)

