@@ -64,7 +64,16 @@ def _start_slow_pretraining(output_dir: Path, tmp_path: Path) -> subprocess.Pope
     script = tmp_path / "slow_recipe.py"
     script.write_text(SLOW_RECIPE)
     command = [sys.executable, str(script), str(REPO / "recipes" / "pretrain.py"), "--output_dir", str(output_dir), *TINY_PRETRAIN]
-    return subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_deliverable_ctrl_c)
+
+
+def _deliverable_ctrl_c() -> None:
+    """In the child: SIGINT handled and unblocked, as in a terminal. A disposition or a blocked mask is
+    inherited across exec, and the test process's may have been changed by what ran in it before
+    (in the full suite a child once ignored the signal and trained to the end)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 400) -> None:
@@ -135,7 +144,7 @@ def test_ctrl_c_names_the_last_checkpoint_and_the_same_command_continues(tmp_pat
     _wait_for(output_dir / "checkpoint-3" / "trainer_state.json", process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == INTERRUPTED_EXIT_CODE
+    assert process.returncode == INTERRUPTED_EXIT_CODE, stderr[-2000:]
     assert "Traceback" not in stderr
     line = stderr.strip().splitlines()[-1]
     assert line.startswith("Interrupted. Last checkpoint: ") and "checkpoint-" in line and "the same command continues" in line
@@ -170,3 +179,15 @@ def test_a_kill_in_the_middle_of_an_epoch_then_resume_is_bit_identical(tmp_path)
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), f"{name} differs by {(expected[name] - got[name]).abs().max():.3g}"
+
+
+def test_an_interrupt_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    """In a process that goes on (a notebook, a test run), an interrupted run must not leave Ctrl-C
+    ignored: the processes it starts later would inherit the ignored signal."""
+    from mimir_hf.training.output_dir import RunInterrupted, stop_on_interrupt
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RunInterrupted, match="Interrupted before the first checkpoint"):
+        with stop_on_interrupt(tmp_path):
+            raise KeyboardInterrupt
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

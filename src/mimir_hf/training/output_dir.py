@@ -120,19 +120,22 @@ def stop_on_interrupt(output_dir: str | Path, message: Callable[[], str] | None 
     interruption, and once it is being handled further signals are ignored (the process is about to
     exit), so that the line gets out.
     """
-    handle_sigterm = threading.current_thread() is threading.main_thread()
+    handle_signals = threading.current_thread() is threading.main_thread()
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt) if handle_sigterm else None
+    previous = (signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, interrupt)) if handle_signals else None
     try:
         yield
     except KeyboardInterrupt:
-        if handle_sigterm:
+        if handle_signals:  # while the message is composed, a second Ctrl-C must not cut it short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise RunInterrupted(message() if message is not None else _interrupted_message(Path(output_dir))) from None
     finally:
-        if previous is not None and signal.getsignal(signal.SIGTERM) is interrupt:
-            signal.signal(signal.SIGTERM, previous)
+        # Both handlers as they were: an ignored SIGINT would outlive the run in this process and be
+        # inherited by every process it starts later (a subprocess started with SIGINT ignored ignores Ctrl-C).
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
