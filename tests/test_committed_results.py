@@ -76,7 +76,7 @@ def test_every_committed_report_loads_and_gives_back_its_numbers():
         assert report.per_sample.num_samples == report.num_samples
         for name, record in report.attacks.items():
             assert record.num_correct == int(report.per_sample.correct[name].sum()), (path, name)
-            assert record.norm == report.norm and record.kind in ("clean", "pgd", "autoattack")
+            assert record.norm == report.norm and record.kind in ("clean", "pgd", "autoattack", "pgd-mi", "pgd-feature")
         autoattack = report.attacks.get("autoattack")
         if autoattack is not None:  # APGD-CE + APGD-T: a reduced suite, never labelled standard
             assert not autoattack.standard_autoattack and autoattack.autoattack_suite == "custom: APGD-CE, APGD-T"
