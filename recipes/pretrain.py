@@ -19,9 +19,7 @@ from mimir_hf.cli import parse_recipe_args, run_recipe
 from mimir_hf.data import DataArguments
 from mimir_hf.pretraining import MimirTrainingArguments
 from mimir_hf.pretraining.run import PretrainModelArguments, run_pretraining
-from mimir_hf.training import finish_distributed
-from mimir_hf.training.checkpoints import check_weights_readable
-from mimir_hf.training.output_dir import OutputDirArguments, prepare_output_dir, stop_on_interrupt
+from mimir_hf.training.output_dir import OutputDirArguments, run_in_output_dir
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "pretrain_quickstart.yaml"
 QUICKSTART_OUTPUT = "outputs/quickstart-pretrain"
@@ -35,11 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
         default_config=QUICKSTART,
         description=__doc__,
     )
-    check_weights_readable(model_args.model_name_or_path)
-    prepare_output_dir(training_args, output_args.overwrite_output_dir)
-    with stop_on_interrupt(training_args.output_dir):
-        metrics = run_pretraining(model_args, data_args, training_args)
-    finish_distributed()
+    metrics = run_in_output_dir(run_pretraining, model_args, data_args, training_args, output_args.overwrite_output_dir)
     output_dir = training_args.output_dir
     if training_args.should_log:
         next_step = FINETUNE if output_dir == QUICKSTART_OUTPUT else f"{FINETUNE} --config <a finetune config> --model_name_or_path {output_dir}"

@@ -22,6 +22,20 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def library_logger_restored():
+    """`run_recipe` gives the `mimir_hf` logger a handler, as a recipe process wants; a test that runs a
+    recipe in-process puts the logger back, so that other tests do not inherit it."""
+    import logging
+
+    library = logging.getLogger("mimir_hf")
+    saved = (list(library.handlers), library.level, library.propagate)
+    yield
+    library.handlers[:] = saved[0]
+    library.setLevel(saved[1])
+    library.propagate = saved[2]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` need CUDA; without it they are skipped, not failed (CI has no GPU)."""
     if torch.cuda.is_available():

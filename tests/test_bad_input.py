@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +24,7 @@ FINETUNE = (ModelArguments, DataArguments, AdversarialTrainingArguments)
 EVALUATE = (EvaluationArguments, DataArguments)
 
 
-@pytest.fixture(autouse=True)
-def _library_logger_restored():
-    library = logging.getLogger("mimir_hf")
-    saved = (list(library.handlers), library.level, library.propagate)
-    yield
-    library.handlers[:] = saved[0]
-    library.setLevel(saved[1])
-    library.propagate = saved[2]
+pytestmark = pytest.mark.usefixtures("library_logger_restored")
 
 
 def _recipe(name: str):

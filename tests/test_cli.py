@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -19,15 +18,7 @@ from mimir_hf.pretraining.run import PretrainModelArguments
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _library_logger_restored():
-    """`run_recipe` gives the `mimir_hf` logger a handler, as a recipe process wants; other tests must not inherit it."""
-    library = logging.getLogger("mimir_hf")
-    saved = (list(library.handlers), library.level, library.propagate)
-    yield
-    library.handlers[:] = saved[0]
-    library.setLevel(saved[1])
-    library.propagate = saved[2]
+pytestmark = pytest.mark.usefixtures("library_logger_restored")
 PRETRAIN = (PretrainModelArguments, DataArguments, MimirTrainingArguments)
 EVALUATE = (EvaluationArguments, DataArguments)
 

@@ -18,12 +18,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainingArguments
 
-from .runs import checkpoint_folders, last_complete_checkpoint
+from .checkpoints import check_weights_readable
+from .runs import checkpoint_folders, finish_distributed, last_complete_checkpoint
 
-__all__ = ["OutputDirArguments", "RunInterrupted", "announce_run", "prepare_output_dir", "stop_on_interrupt"]
+__all__ = ["OutputDirArguments", "RunInterrupted", "announce_run", "prepare_output_dir", "run_in_output_dir", "stop_on_interrupt"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,3 +141,21 @@ def stop_on_interrupt(output_dir: str | Path, message: Callable[[], str] | None 
         if previous is not None:
             signal.signal(signal.SIGINT, previous[0])
             signal.signal(signal.SIGTERM, previous[1])
+
+
+def run_in_output_dir(
+    run: Callable[..., dict],
+    model_args: Any,
+    data_args: Any,
+    training_args: TrainingArguments,
+    overwrite_output_dir: bool = False,
+) -> dict:
+    """What both training recipes do around their stage: check the starting weights, apply the output
+    folder convention (`prepare_output_dir`), run `run(model_args, data_args, training_args)` with Ctrl-C
+    as one line, and leave the process group cleanly. Returns the stage's metrics."""
+    check_weights_readable(model_args.model_name_or_path)
+    prepare_output_dir(training_args, overwrite_output_dir)
+    with stop_on_interrupt(training_args.output_dir):
+        metrics = run(model_args, data_args, training_args)
+    finish_distributed()
+    return metrics
